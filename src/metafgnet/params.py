@@ -1,0 +1,309 @@
+"""Typed parameters: each section of ``params.yaml`` parsed once into a frozen dataclass.
+
+Validation is done by pydantic dataclasses (``extra="forbid"``, strict types); this module
+only turns pydantic's errors into messages that name the dotted key path, the allowed values and,
+for unknown keys, the closest valid key ("meta.ordr: unknown key; did you mean meta.order?").
+Derived values never go back into these objects: they are frozen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+
+_CONFIG = ConfigDict(extra="forbid")
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+def _section(cls):
+    return dataclass(frozen=True, config=_CONFIG)(cls)
+
+
+@_section
+class SyntheticParams:
+    """The embedded procedural fine-grained benchmark (see ``metafgnet.data.synthetic``)."""
+
+    seed: NonNegInt = 0
+    image_size: Annotated[int, Field(ge=16, le=512)] = 32
+    target_classes: Annotated[int, Field(ge=2)] = 16
+    train_per_class: PosInt = 10
+    test_per_class: PosInt = 20
+    related_classes: NonNegInt = 24
+    unrelated_classes: NonNegInt = 24
+    aux_per_class: PosInt = 24
+    noise: Annotated[float, Field(ge=0, le=1)] = 0.08
+    pose_jitter: Fraction = 0.5
+    scale_jitter: Fraction = 0.25
+    detail_jitter: Fraction = 0.15
+
+
+@_section
+class DataParams:
+    """Where the target and auxiliary data come from and how images are fed to the network."""
+
+    target: Literal["synthetic", "cub", "dogs", "aircraft", "cars", "flowers"] = "synthetic"
+    target_root: str = "data/synthetic/target"
+    auxiliary: Literal["synthetic", "folder", "none"] = "synthetic"
+    auxiliary_root: str = "data/synthetic/auxiliary"
+    num_target_classes: NonNegInt = 0  # 0: take whatever the dataset has; else checked
+    num_auxiliary_classes: NonNegInt = 0
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    image_size: Annotated[int, Field(ge=8)] = 32  # training/eval crop (paper: 224)
+    resize: Annotated[int, Field(ge=8)] = 36  # shorter side before the eval crop (paper: 256)
+    on_corrupt: Literal["fail", "skip"] = "fail"
+    max_skipped_fraction: Fraction = 0.01
+    num_workers: NonNegInt = 0
+    prefetch_factor: PosInt = 2
+    pin_memory: bool = False
+
+    @model_validator(mode="after")
+    def _crop_fits(self):
+        if self.resize < self.image_size:
+            raise ValueError(
+                f"resize ({self.resize}) must be >= image_size ({self.image_size})"
+            )
+        return self
+
+
+@_section
+class ModelParams:
+    backbone: Literal["small_resnet", "resnet18", "resnet34", "resnet50"] = "small_resnet"
+    pretrained: Literal["none", "imagenet"] = "none"
+    width: PosInt = 32  # base channel width of small_resnet (ignored by torchvision nets)
+
+
+@_section
+class OptimParams:
+    """SGD schedule of a plain training stage: per-group learning rates with step milestones."""
+
+    epochs: PosInt = 10
+    batch_size: PosInt = 64
+    head_lr: PosFloat = 0.1
+    backbone_lr: PosFloat = 0.01
+    milestones: list[PosInt] = dataclasses.field(default_factory=list)  # in epochs
+    lr_decay: PosFloat = 0.1
+    momentum: Fraction = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+
+    @model_validator(mode="after")
+    def _milestones_sorted(self):
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ValueError(f"milestones must be strictly increasing, got {self.milestones}")
+        return self
+
+
+@_section
+class JointParams(OptimParams):
+    aux_weight: Annotated[float, Field(ge=0)] = 1.0
+
+
+@_section
+class MetaParams:
+    """One MetaFGNet meta-iteration (SPEC.md, 'The objective')."""
+
+    order: Literal["first", "second"] = "second"
+    iterations: PosInt = 300
+    batch_size: PosInt = 32  # each of T_i and T_j
+    aux_batch_size: PosInt = 32
+    inner_lr: PosFloat = 0.01  # eta, decayed with the outer schedule
+    target_head_lr: PosFloat = 0.1
+    backbone_lr: PosFloat = 1e-3
+    source_head_lr: PosFloat = 1e-3
+    milestones: list[PosInt] = dataclasses.field(default_factory=list)  # in iterations
+    lr_decay: PosFloat = 0.1
+    momentum: Fraction = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    aux_weight: Annotated[float, Field(ge=0)] = 1.0
+    update: Literal["sequential", "summed"] = "sequential"
+    running_stats: Literal["extra_forward", "inner_pass", "auxiliary_only"] = "extra_forward"
+    log_every: PosInt = 10
+
+    @model_validator(mode="after")
+    def _milestones_sorted(self):
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ValueError(f"milestones must be strictly increasing, got {self.milestones}")
+        return self
+
+
+@_section
+class SelectParams:
+    criterion: Literal["ratio", "threshold", "topk"] = "ratio"
+    ratio: Annotated[float, Field(gt=0, le=1)] = 0.8
+    threshold: float = 0.0
+    topk: PosInt = 1000
+    batch_size: PosInt = 256
+
+
+@_section
+class RuntimeParams:
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    num_threads: NonNegInt = 2  # 0: leave torch's default; pinned for CPU determinism
+    amp: bool = False
+    deterministic: bool = True
+    cudnn_benchmark: bool = False
+    channels_last: bool = False
+    nproc: PosInt = 1
+    checkpoint_every: NonNegInt = 0  # steps; 0 disables periodic checkpoints
+
+
+@_section
+class TrackingParams:
+    enabled: bool = True
+    experiment: str = "metafgnet"
+    offline: bool = False  # opt in to a local record when the tracking server is unreachable
+    log_models: bool = True
+    system_metrics: bool = True
+    registered_model: str = "metafgnet-best"
+
+
+@_section
+class Params:
+    """The whole ``params.yaml``."""
+
+    seed: NonNegInt = 0
+    data: DataParams = dataclasses.field(default_factory=DataParams)
+    synthetic: SyntheticParams = dataclasses.field(default_factory=SyntheticParams)
+    model: ModelParams = dataclasses.field(default_factory=ModelParams)
+    pretrain: OptimParams = dataclasses.field(default_factory=OptimParams)
+    meta: MetaParams = dataclasses.field(default_factory=MetaParams)
+    select: SelectParams = dataclasses.field(default_factory=SelectParams)
+    finetune: OptimParams = dataclasses.field(default_factory=OptimParams)
+    joint: JointParams = dataclasses.field(default_factory=JointParams)
+    runtime: RuntimeParams = dataclasses.field(default_factory=RuntimeParams)
+    tracking: TrackingParams = dataclasses.field(default_factory=TrackingParams)
+    tune: dict[str, Any] = dataclasses.field(default_factory=dict)  # validated by metafgnet.tuning
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file with :class:`_Loader`."""
+    return yaml.load(Path(path).read_text(), Loader=_Loader)
+
+
+class ParamsError(ValueError):
+    """Invalid parameters; the message names every offending key path."""
+
+
+_SECTION_TYPES: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Params)}
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Valid key names of the dataclass at ``loc`` (a path into Params)."""
+    cls: Any = Params
+    for part in loc:
+        hints = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in hints:
+            return []
+        cls = hints[part].default_factory if hints[part].default_factory is not dataclasses.MISSING else None
+        if cls is None or not dataclasses.is_dataclass(cls):
+            return []
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _format_error(err: dict) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc)
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        valid = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+        where = ".".join(loc[:-1])
+        hint = f"did you mean {where + '.' if where else ''}{close[0]}?" if close else (
+            f"valid keys: {', '.join(valid)}")
+        return f"{key}: unknown key; {hint}"
+    if err["type"] == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        return f"{key} must be {allowed} (got {err['input']!r})"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not key:
+        return msg
+    if isinstance(err.get("input"), dict):  # a section-level check: the message names the keys
+        return f"{key}: {msg}"
+    return f"{key}: {msg} (got {err['input']!r})"
+
+
+_ADAPTER = TypeAdapter(Params)
+
+
+def parse_params(raw: dict | None) -> Params:
+    """Validate a raw mapping (as read from YAML) into :class:`Params`.
+
+    Raises :class:`ParamsError` listing every invalid key with its dotted path.
+    """
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        lines = sorted({_format_error(e) for e in exc.errors()})
+        raise ParamsError("invalid params:\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    """Read and validate a params file; ``overrides`` (nested mapping) is merged on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        raw = read_yaml(path) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return parse_params(raw)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """A new mapping: ``update`` merged into ``base`` section by section."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_dict(params: Any) -> dict:
+    """Plain nested dict of a params dataclass (for YAML, checkpoints and trackers)."""
+    return dataclasses.asdict(params)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"meta": {"order": "second"}}`` -> ``{"meta.order": "second"}``."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
