@@ -53,9 +53,9 @@ class DataParams:
     """Where the target and auxiliary data come from and how images are fed to the network."""
 
     target: Literal["synthetic", "cub", "dogs", "aircraft", "cars", "flowers"] = "synthetic"
-    target_root: str = "data/synthetic/target"
+    target_root: str = "data/prepared/synthetic/target"
     auxiliary: Literal["synthetic", "folder", "none"] = "synthetic"
-    auxiliary_root: str = "data/synthetic/auxiliary"
+    auxiliary_root: str = "data/prepared/synthetic/auxiliary"
     num_target_classes: NonNegInt = 0  # 0: take whatever the dataset has; else checked
     num_auxiliary_classes: NonNegInt = 0
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2

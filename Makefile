@@ -1,0 +1,43 @@
+# Two commands for a fresh machine: `make run` (the whole pipeline) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.metafgnet-installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: setup run test lint ui bench clean-venv
+
+# The venv is rebuilt when missing or stale: broken interpreter, or pyproject.toml newer than
+# the last install.
+$(STAMP): pyproject.toml
+	@if ! $(BIN)/python -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/dvc repro
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src pipeline tests bench
+	$(BIN)/metafgnet params check params.yaml
+
+ui: setup
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
+		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"
+
+bench: setup
+	$(BIN)/python bench/meta_step.py --json results/bench/meta_step.json
+	$(BIN)/python bench/pipeline.py --json results/bench/pipeline.json
+
+clean-venv:
+	rm -rf $(VENV)

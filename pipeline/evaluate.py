@@ -1,0 +1,15 @@
+"""Stage `evaluate`: validation and test accuracy of every arm; the best arm chosen on val."""
+
+import argparse
+from pathlib import Path
+
+from metafgnet.stages.context import open_stage
+from metafgnet.stages.evaluate_stage import run_evaluate
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", type=Path, default=Path("models/finetune"))
+    parser.add_argument("--out", type=Path, default=Path("results/evaluate"))
+    args = parser.parse_args()
+    with open_stage("evaluate", ["data", "runtime"]) as ctx:
+        run_evaluate(ctx, args.models, args.out)

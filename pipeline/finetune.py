@@ -1,0 +1,16 @@
+"""Stage `finetune@<arm>`: fine-tune one arm on the target set (SPEC stage 5)."""
+
+import argparse
+from pathlib import Path
+
+from metafgnet.stages.context import open_stage
+from metafgnet.stages.training_stages import run_finetune
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arm", required=True)
+    parser.add_argument("--init", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("models/finetune"))
+    args = parser.parse_args()
+    with open_stage(f"finetune@{args.arm}", ["seed", "data", "finetune", "runtime"]) as ctx:
+        run_finetune(ctx, args.init, args.out / args.arm)

@@ -1,0 +1,14 @@
+"""Stage `pretrain`: source pretraining on the auxiliary set (SPEC stage 1)."""
+
+import argparse
+from pathlib import Path
+
+from metafgnet.stages.context import open_stage
+from metafgnet.stages.training_stages import run_pretrain
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("models/pretrain"))
+    args = parser.parse_args()
+    with open_stage("pretrain", ["seed", "data", "model", "pretrain", "runtime"]) as ctx:
+        run_pretrain(ctx, args.out)

@@ -1,0 +1,15 @@
+"""Stage `select`: score the auxiliary images with the meta-trained model (SPEC stage 3)."""
+
+import argparse
+from pathlib import Path
+
+from metafgnet.stages.context import open_stage
+from metafgnet.stages.selection_stage import run_select
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--init", type=Path, default=Path("models/meta_train"))
+    parser.add_argument("--out", type=Path, default=Path("results/select"))
+    args = parser.parse_args()
+    with open_stage("select", ["data", "select", "runtime"]) as ctx:
+        run_select(ctx, args.init, args.out)

@@ -1,0 +1,48 @@
+"""Evaluation of every fine-tuned arm: validation and test top-1, mean class accuracy.
+
+Each arm's model was chosen on the validation split by its fine-tuning stage; the best arm is
+the one with the highest validation top-1 (test is reported, never used to choose).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from metafgnet.checkpoints import load_model
+from metafgnet.evaluation import evaluate
+from metafgnet.io import write_json, write_tsv
+from metafgnet.stages.context import StageContext
+
+ARMS = ("finetune", "joint", "metafgnet", "metafgnet_selected")
+
+
+def run_evaluate(ctx: StageContext, models: Path, out: Path) -> dict:
+    val_ds, test_ds = ctx.target("val", None), ctx.target("test", None)
+    metrics, confusions = {}, {}
+    for arm in ARMS:
+        model, _ = load_model(models / arm / "model.pt", ctx.device)
+        val = evaluate(model, val_ds, device=ctx.device, batch_size=256)
+        test = evaluate(model, test_ds, device=ctx.device, batch_size=256)
+        metrics[arm] = {"val_top1": val["top1"], "test_top1": test["top1"],
+                        "test_mean_class_acc": test["mean_class_acc"]}
+        confusions[arm] = test
+        for key, value in metrics[arm].items():
+            ctx.run.log_metrics({f"{arm}.{key}": value}, step=0)
+    best = max(ARMS, key=lambda a: (metrics[a]["val_top1"], -ARMS.index(a)))
+    names = ctx.data.target_classes
+    rows = [{"actual": names[int(y)], "predicted": names[int(p)]}
+            for y, p in zip(confusions[best]["labels"], confusions[best]["predictions"], strict=True)]
+    write_tsv(out / "predictions.tsv", rows)
+    _write_confusion_csv(out / "confusion.csv", rows)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "best.json", {"best_arm": best, "chosen_on": "val_top1"})
+    ctx.run.log_artifact(out / "metrics.json")
+    ctx.run.set_tags({"best_arm": best})
+    return {"best_arm": best, **metrics}
+
+
+def _write_confusion_csv(path: Path, rows: list[dict]) -> None:
+    from metafgnet.io import write_text
+
+    lines = ["actual,predicted"] + [f"{r['actual']},{r['predicted']}" for r in rows]
+    write_text(path, "\n".join(lines) + "\n")

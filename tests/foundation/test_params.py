@@ -1,0 +1,88 @@
+"""Typed params: every section parsed once; bad keys and values named with their dotted path."""
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from metafgnet.params import Params, ParamsError, load_params, parse_params
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(ParamsError) as exc:
+        parse_params(raw)
+    return str(exc.value)
+
+
+def test_repository_params_file_is_valid():
+    params = load_params("params.yaml")
+    assert isinstance(params, Params)
+    assert params.meta.order in ("first", "second")
+
+
+def test_unknown_key_names_path_and_closest_key():
+    assert "meta.ordr: unknown key; did you mean meta.order?" in _error({"meta": {"ordr": "first"}})
+    assert "metaa: unknown key; did you mean meta?" in _error({"metaa": {}})
+
+
+def test_unknown_key_without_close_match_lists_valid_keys():
+    msg = _error({"select": {"zzzzzz": 1}})
+    assert "select.zzzzzz: unknown key; valid keys:" in msg and "criterion" in msg
+
+
+def test_literal_names_allowed_values():
+    assert "meta.order must be 'first' or 'second' (got 'third')" in _error(
+        {"meta": {"order": "third"}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"meta": {"inner_lr": -1}}, "meta.inner_lr: Input should be greater than 0 (got -1)"),
+        ({"model": {"width": "abc"}}, "model.width: Input should be a valid integer"),
+        ({"data": {"resize": 10}}, "data: resize (10) must be >= image_size (32)"),
+        ({"pretrain": {"milestones": [3, 2]}}, "pretrain: milestones must be strictly increasing"),
+        ({"select": {"ratio": 1.5}}, "select.ratio: Input should be less than or equal to 1"),
+    ],
+)
+def test_wrong_types_and_ranges_name_the_key(raw, expected):
+    assert expected in _error(raw)
+
+
+def test_all_errors_reported_together():
+    msg = _error({"meta": {"ordr": "x", "inner_lr": 0}})
+    assert "meta.ordr" in msg and "meta.inner_lr" in msg
+
+
+def test_params_are_frozen():
+    params = parse_params({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.meta.order = "first"  # type: ignore[misc]
+
+
+def test_yaml_exponent_floats_parse(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("meta:\n  backbone_lr: 1e-3\n")
+    assert load_params(path).meta.backbone_lr == pytest.approx(1e-3)
+
+
+def test_missing_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("meta: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_cli_params_check_exit_codes(tmp_path):
+    good = subprocess.run([sys.executable, "-m", "metafgnet.cli", "params", "check", "params.yaml"],
+                          capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("meta:\n  ordr: first\n")
+    out = subprocess.run([sys.executable, "-m", "metafgnet.cli", "params", "check", str(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "meta.ordr: unknown key; did you mean meta.order?" in out.stderr
