@@ -6,8 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from metafgnet import sweeps
 from metafgnet.io import write_yaml
 from metafgnet.params import ParamsError, load_params, to_dict
+from metafgnet.tuning import cli as tuning_cli
 
 
 def _params_check(args: argparse.Namespace) -> int:
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True)
     gen.set_defaults(func=_generate)
 
+    sweeps.register(sub)
+    tuning_cli.register(sub)
     return parser
 
 

@@ -16,13 +16,19 @@ from pathlib import Path
 
 import torch
 
-from metafgnet.data import ImageDataset, PreparedData, eval_transform, load_prepared, train_transform
-from metafgnet.params import Params, RuntimeParams, load_params, to_dict
+from metafgnet.data import (
+    ImageDataset,
+    PreparedData,
+    eval_transform,
+    load_prepared,
+    train_transform,
+)
+from metafgnet.params import Params, RuntimeParams, TrackingParams, load_params, to_dict
 from metafgnet.stages import audit
 from metafgnet.tracking import stage_run
 from metafgnet.training import setup_runtime
 
-PREPARED = Path("data/prepared")
+PREPARED = Path("data/prepared/manifests")
 
 log = logging.getLogger("metafgnet")
 
@@ -59,6 +65,7 @@ class StageContext:
     device: torch.device
     data: PreparedData
     run: object  # metafgnet.tracking run (or its no-op twin)
+    tracking: TrackingParams  # where results are logged; never changes an output
 
     def target(self, split: str, style: str | None) -> ImageDataset:
         """Target split ``train|val|test``; ``style`` picks a training augmentation, None = eval."""
@@ -111,5 +118,6 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True) -
     digest = data.digest if data is not None else None
     with stage_run(name, params, sections, tracking=params.tracking, data_digest=digest,
                    device=str(device)) as run:
-        yield StageContext(name, DeclaredParams(params, sections), device, data, run)
+        yield StageContext(name, DeclaredParams(params, sections), device, data, run,
+                           params.tracking)
     audit.finish(name, list(sections))

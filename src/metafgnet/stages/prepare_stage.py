@@ -31,7 +31,7 @@ def run_prepare(params: Params, out: Path) -> dict:
     try:
         if uses_synthetic:
             generate_synthetic(params.synthetic, out / "synthetic")
-        prepared = prepare_manifests(params, out)
+        prepared = prepare_manifests(params, out / "manifests")
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise

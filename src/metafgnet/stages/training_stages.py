@@ -23,9 +23,10 @@ def _write_outputs(ctx: StageContext, out: Path, model, arch: dict, curves: list
     write_json(out / "metrics.json", metrics)
     ctx.run.log_artifact(out / "metrics.json")
     ctx.run.log_artifact(out / "curves.tsv")
-    if ctx.params.tracking.log_models:
+    if ctx.tracking.log_models:
         sample = ctx.target("val", None)[0][0].unsqueeze(0)  # (1, C, H, W)
-        ctx.run.log_model(model, name=ctx.name, input_example=sample)
+        head = model.source_net() if ctx.name == "pretrain" else model.target_net()
+        ctx.run.log_model(head, name=ctx.name.replace("@", "-"), input_example=sample)
 
 
 def run_pretrain(ctx: StageContext, out: Path) -> dict:

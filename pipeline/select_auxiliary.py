@@ -1,4 +1,7 @@
-"""Stage `select`: score the auxiliary images with the meta-trained model (SPEC stage 3)."""
+"""Stage `select`: score the auxiliary images with the meta-trained model (SPEC stage 3).
+
+(Not named select.py: a script folder is first on sys.path and would shadow the stdlib module.)
+"""
 
 import argparse
 from pathlib import Path
