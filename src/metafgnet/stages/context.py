@@ -23,10 +23,13 @@ from metafgnet.data import (
     load_prepared,
     train_transform,
 )
+from metafgnet.distributed import DistContext, init_distributed, relaunch_under_torchrun, teardown
+from metafgnet.io import file_digest
 from metafgnet.params import Params, RuntimeParams, TrackingParams, load_params, to_dict
+from metafgnet.provenance import repo_root
 from metafgnet.stages import audit
-from metafgnet.tracking import stage_run
-from metafgnet.training import setup_runtime
+from metafgnet.tracking import NullRun, stage_run
+from metafgnet.training import TrainingInterrupted, make_autocast, setup_runtime
 
 PREPARED = Path("data/prepared/manifests")
 
@@ -66,6 +69,24 @@ class StageContext:
     data: PreparedData
     run: object  # metafgnet.tracking run (or its no-op twin)
     tracking: TrackingParams  # where results are logged; never changes an output
+    dist: DistContext
+    checkpoint_dir: Path  # outside every DVC out: DVC deletes outs before a stage runs
+
+    def train_kwargs(self, *inputs: Path) -> dict:
+        """Keyword arguments every training loop takes, decided once for the stage.
+
+        ``inputs`` (the init model, a selection file) are fingerprinted with the declared
+        params and the data digest, so a checkpoint left by an earlier configuration or an
+        earlier upstream result is refused instead of resumed.
+        """
+        p = self.params
+        fingerprint = {"params": p.declared(), "data": self.data.digest,
+                       **{str(path): file_digest(path) for path in inputs}}
+        return {"device": self.device, "seed": p.seed, "loader_kwargs": self.loader_kwargs,
+                "autocast": make_autocast(p.runtime, self.device), "dist": self.dist,
+                "checkpoint_dir": self.checkpoint_dir,
+                "checkpoint_every": p.runtime.checkpoint_every,
+                "channels_last": p.runtime.channels_last, "fingerprint_extra": fingerprint}
 
     def target(self, split: str, style: str | None) -> ImageDataset:
         """Target split ``train|val|test``; ``style`` picks a training augmentation, None = eval."""
@@ -92,7 +113,8 @@ class StageContext:
         """Per-step progress: a terminal line, and the numeric values to the tracker."""
         metrics = {k: float(v) for k, v in row.items() if isinstance(v, int | float) and k != "step"}
         self.run.log_metrics(metrics, step=step)
-        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if "loss" in k or "top1" in k)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                         if "loss" in k or "top1" in k or k == "images_per_s")
         log.info("%s step %d %s", self.name, step, shown)
 
 
@@ -107,17 +129,30 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True) -
     """Load params, set up the runtime once, open the stage's tracking run.
 
     ``sections`` are the params sections the stage declares in ``dvc.yaml``; ``tracking`` is
-    always readable (it says where results are logged, never what they are).
+    always readable (it says where results are logged, never what they are). With
+    ``runtime.nproc > 1`` the stage re-executes itself under ``torchrun``; rank 0 alone logs,
+    writes outputs and checkpoints. A SIGTERM during training checkpoints and exits 143.
     """
     audit.start()
     _configure_logging()
     params = load_params(os.environ.get("METAFGNET_PARAMS", "params.yaml"))
     runtime = params.runtime if "runtime" in sections else RuntimeParams()
-    device = setup_runtime(runtime, params.seed if "seed" in sections else 0)
-    data = load_prepared(PREPARED) if needs_data else None
-    digest = data.digest if data is not None else None
-    with stage_run(name, params, sections, tracking=params.tracking, data_digest=digest,
-                   device=str(device)) as run:
-        yield StageContext(name, DeclaredParams(params, sections), device, data, run,
-                           params.tracking)
-    audit.finish(name, list(sections))
+    relaunch_under_torchrun(runtime.nproc)
+    dist = init_distributed(runtime)
+    try:
+        device = setup_runtime(runtime, params.seed if "seed" in sections else 0, dist=dist)
+        data = load_prepared(PREPARED) if needs_data else None
+        run_cm = (stage_run(name, params, sections, tracking=params.tracking,
+                            data_digest=data.digest if data is not None else None,
+                            device=str(device))
+                  if dist.is_main else contextlib.nullcontext(NullRun(name)))
+        with run_cm as run:
+            yield StageContext(name, DeclaredParams(params, sections), device, data, run,
+                               params.tracking, dist, repo_root() / "checkpoints" / name)
+        if dist.is_main:
+            audit.finish(name, list(sections))
+    except TrainingInterrupted as exc:
+        log.warning("%s interrupted: %s", name, exc)
+        sys.exit(exc.exit_code)
+    finally:
+        teardown()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from metafgnet.checkpoints import load_model
-from metafgnet.evaluation import evaluate
-from metafgnet.io import write_json, write_tsv
+from metafgnet.distributed import sharded_evaluate
+from metafgnet.io import write_json, write_text, write_tsv
 from metafgnet.stages.context import StageContext
 
 ARMS = ("finetune", "joint", "metafgnet", "metafgnet_selected")
@@ -21,13 +21,16 @@ def run_evaluate(ctx: StageContext, models: Path, out: Path) -> dict:
     metrics, confusions = {}, {}
     for arm in ARMS:
         model, _ = load_model(models / arm / "model.pt", ctx.device)
-        val = evaluate(model, val_ds, device=ctx.device, batch_size=256)
-        test = evaluate(model, test_ds, device=ctx.device, batch_size=256)
+        val, test = (sharded_evaluate(model, ds, dist=ctx.dist, device=ctx.device,
+                                      batch_size=256, loader_kwargs=ctx.loader_kwargs)
+                     for ds in (val_ds, test_ds))
         metrics[arm] = {"val_top1": val["top1"], "test_top1": test["top1"],
                         "test_mean_class_acc": test["mean_class_acc"]}
         confusions[arm] = test
         for key, value in metrics[arm].items():
             ctx.run.log_metrics({f"{arm}.{key}": value}, step=0)
+    if not ctx.dist.is_main:
+        return metrics
     best = max(ARMS, key=lambda a: (metrics[a]["val_top1"], -ARMS.index(a)))
     names = ctx.data.target_classes
     rows = [{"actual": names[int(y)], "predicted": names[int(p)]}
@@ -38,11 +41,15 @@ def run_evaluate(ctx: StageContext, models: Path, out: Path) -> dict:
     write_json(out / "best.json", {"best_arm": best, "chosen_on": "val_top1"})
     ctx.run.log_artifact(out / "metrics.json")
     ctx.run.set_tags({"best_arm": best})
+    if ctx.tracking.log_models:  # the best arm under a stable registered name, alias -> newest
+        model, _ = load_model(models / best / "model.pt")
+        info = ctx.run.log_model(model.target_net(), name=f"best-{best}",
+                                 input_example=val_ds[0][0].unsqueeze(0))
+        if info is not None:
+            ctx.run.register_model(info.model_uri)
     return {"best_arm": best, **metrics}
 
 
 def _write_confusion_csv(path: Path, rows: list[dict]) -> None:
-    from metafgnet.io import write_text
-
     lines = ["actual,predicted"] + [f"{r['actual']},{r['predicted']}" for r in rows]
     write_text(path, "\n".join(lines) + "\n")

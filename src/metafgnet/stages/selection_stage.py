@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 
 from metafgnet.checkpoints import load_model
+from metafgnet.distributed import sharded_score_auxiliary
 from metafgnet.io import atomic_path, write_json, write_tsv
 from metafgnet.reporting.grids import save_image_grid
-from metafgnet.selection import score_auxiliary, select, selected_class_counts
+from metafgnet.selection import select, selected_class_counts
 from metafgnet.stages.context import StageContext
 
 
@@ -27,8 +28,11 @@ def run_select(ctx: StageContext, init: Path, out: Path, grid_size: int = 32) ->
     p = ctx.params
     model, _ = load_model(init / "model.pt", ctx.device)
     records = ctx.data.auxiliary
-    scores = score_auxiliary(model, ctx.auxiliary(None), device=ctx.device,
-                             batch_size=p.select.batch_size)  # (N,)
+    scores = sharded_score_auxiliary(model, ctx.auxiliary(None), dist=ctx.dist, device=ctx.device,
+                                     batch_size=p.select.batch_size,
+                                     loader_kwargs=ctx.loader_kwargs)  # (N,)
+    if not ctx.dist.is_main:
+        return {}
     keep = select(scores, p.select)  # (N,) bool
     labels = torch.tensor([r.label for r in records])
     counts = selected_class_counts(labels, keep, len(ctx.data.auxiliary_classes))

@@ -1,4 +1,9 @@
-"""Training stages: source pretraining, meta-training, the joint baseline, fine-tuning (SPEC.md)."""
+"""Training stages: source pretraining, meta-training, the joint baseline, fine-tuning (SPEC.md).
+
+Each stage loads its init model, trains with the loops of :mod:`metafgnet.training` (data
+parallel over ``ctx.dist``, checkpointing into ``ctx.checkpoint_dir``), and on rank 0 writes its
+declared outputs: ``model.pt``, ``curves.tsv``, ``metrics.json``.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +12,51 @@ from pathlib import Path
 
 from metafgnet.checkpoints import load_model, save_model
 from metafgnet.data import Record
-from metafgnet.evaluation import evaluate
+from metafgnet.distributed import sharded_evaluate
 from metafgnet.io import write_json, write_tsv
 from metafgnet.models import build_model
 from metafgnet.params import to_dict
 from metafgnet.stages.context import StageContext
-from metafgnet.training import finetune, joint_train, meta_train, pretrain
+from metafgnet.training import (
+    finetune,
+    joint_train,
+    meta_train,
+    prepare_model,
+    pretrain,
+    remove_checkpoints,
+)
 
 
 def _write_outputs(ctx: StageContext, out: Path, model, arch: dict, curves: list[dict],
                    metrics: dict) -> None:
-    """The declared outputs of a training stage: model.pt, curves.tsv, metrics.json."""
-    save_model(out / "model.pt", model, arch, ctx.params.declared(), ctx.name, metrics=metrics)
-    write_tsv(out / "curves.tsv", curves)
-    write_json(out / "metrics.json", metrics)
-    ctx.run.log_artifact(out / "metrics.json")
-    ctx.run.log_artifact(out / "curves.tsv")
-    if ctx.tracking.log_models:
-        sample = ctx.target("val", None)[0][0].unsqueeze(0)  # (1, C, H, W)
-        head = model.source_net() if ctx.name == "pretrain" else model.target_net()
-        ctx.run.log_model(head, name=ctx.name.replace("@", "-"), input_example=sample)
+    """Rank 0 writes the declared outputs; the stage's checkpoints are then dropped."""
+    if ctx.dist.is_main:
+        save_model(out / "model.pt", model, arch, ctx.params.declared(), ctx.name, metrics=metrics)
+        write_tsv(out / "curves.tsv", curves)
+        write_json(out / "metrics.json", metrics)
+        ctx.run.log_artifact(out / "metrics.json")
+        ctx.run.log_artifact(out / "curves.tsv")
+        if ctx.tracking.log_models:
+            sample = ctx.target("val", None)[0][0].unsqueeze(0)  # (1, C, H, W)
+            head = model.source_net() if ctx.name == "pretrain" else model.target_net()
+            ctx.run.log_model(head.cpu(), name=ctx.name.replace("@", "-"), input_example=sample)
+        remove_checkpoints(ctx.checkpoint_dir)
+    ctx.dist.barrier()
+
+
+def _load(ctx: StageContext, init: Path):
+    """The init model on the stage's device, with its architecture params."""
+    model, payload = load_model(init / "model.pt")
+    return prepare_model(model, ctx.params.runtime, ctx.device), payload["model"]
 
 
 def run_pretrain(ctx: StageContext, out: Path) -> dict:
     """SPEC stage 1: backbone + new source head trained on the auxiliary set."""
     p = ctx.params
     model = build_model(p.model, len(ctx.data.target_classes), len(ctx.data.auxiliary_classes))
-    model = model.to(ctx.device)
-    curves = pretrain(model, ctx.auxiliary("random_resized_crop"), p.pretrain, device=ctx.device,
-                      seed=p.seed, on_epoch=ctx.log_step, loader_kwargs=ctx.loader_kwargs)
+    model = prepare_model(model, p.runtime, ctx.device)
+    curves = pretrain(model, ctx.auxiliary("random_resized_crop"), p.pretrain,
+                      on_epoch=ctx.log_step, **ctx.train_kwargs())
     metrics = {k: v for k, v in curves[-1].items() if k != "epoch"}
     _write_outputs(ctx, out, model, to_dict(p.model), curves, metrics)
     return metrics
@@ -54,50 +75,44 @@ def run_meta_train(ctx: StageContext, init: Path, out: Path, selection: Path | N
     (SPEC stage 4: "iteration count scaled to the subset size").
     """
     p = ctx.params
-    model, init_payload = load_model(init / "model.pt", ctx.device)
+    model, arch = _load(ctx, init)
     model.reset_target_head(len(ctx.data.target_classes))
-    model = model.to(ctx.device)
     records = ctx.data.auxiliary if selection is None else read_selection(selection)
     fraction = len(records) / max(1, len(ctx.data.auxiliary))
     iterations = max(1, round(p.meta.iterations * fraction))
     milestones = [max(1, round(m * fraction)) for m in p.meta.milestones]
+    inputs = [init / "model.pt"] + ([] if selection is None else [selection])
     curves = meta_train(model, ctx.target("train", "random_resized_crop"),
                         ctx.auxiliary("random_resized_crop", records), p.meta,
-                        device=ctx.device, seed=p.seed, iterations=iterations,
-                        milestones=milestones, on_step=ctx.log_step,
-                        loader_kwargs=ctx.loader_kwargs)
-    val = evaluate(model, ctx.target("val", None), device=ctx.device, batch_size=256)
+                        iterations=iterations, milestones=milestones, on_step=ctx.log_step,
+                        **ctx.train_kwargs(*inputs))
+    val = sharded_evaluate(model, ctx.target("val", None), dist=ctx.dist, device=ctx.device,
+                           batch_size=256, loader_kwargs=ctx.loader_kwargs)
     metrics = {"val_top1": val["top1"], "iterations": iterations, "aux_images": len(records),
                **{f"final_{k}": v for k, v in curves[-1].items() if k.endswith("loss")}}
-    _write_outputs(ctx, out, model, init_payload["model"], curves, metrics)
+    _write_outputs(ctx, out, model, arch, curves, metrics)
     return metrics
 
 
 def run_joint(ctx: StageContext, init: Path, out: Path) -> dict:
     """Multi-task baseline: target + auxiliary cross-entropy from the pretrained model, no meta."""
     p = ctx.params
-    model, init_payload = load_model(init / "model.pt", ctx.device)
-    model.reset_target_head(len(ctx.data.target_classes))
-    model = model.to(ctx.device)
+    model, arch = _load(ctx, init)
     fit = joint_train(model, ctx.target("train", "random_resized_crop"),
-                      ctx.auxiliary("random_resized_crop"), p.joint, device=ctx.device,
-                      seed=p.seed, val_ds=ctx.target("val", None), on_epoch=ctx.log_step,
-                      loader_kwargs=ctx.loader_kwargs)
-    model.load_state_dict(fit.best_state)
+                      ctx.auxiliary("random_resized_crop"), p.joint,
+                      val_ds=ctx.target("val", None), on_epoch=ctx.log_step,
+                      **ctx.train_kwargs(init / "model.pt"))
     metrics = {"best_epoch": fit.best_epoch, "val_top1": fit.best_val_top1}
-    _write_outputs(ctx, out, model, init_payload["model"], fit.curves, metrics)
+    _write_outputs(ctx, out, model, arch, fit.curves, metrics)
     return metrics
 
 
 def run_finetune(ctx: StageContext, init: Path, out: Path) -> dict:
     """SPEC stage 5 for one arm: fresh target head, best epoch chosen on validation."""
     p = ctx.params
-    model, init_payload = load_model(init / "model.pt", ctx.device)
-    model = model.to(ctx.device)
+    model, arch = _load(ctx, init)
     fit = finetune(model, ctx.target("train", "random_crop"), ctx.target("val", None), p.finetune,
-                   device=ctx.device, seed=p.seed, on_epoch=ctx.log_step,
-                   loader_kwargs=ctx.loader_kwargs)
-    model.load_state_dict(fit.best_state)
+                   on_epoch=ctx.log_step, **ctx.train_kwargs(init / "model.pt"))
     metrics = {"best_epoch": fit.best_epoch, "val_top1": fit.best_val_top1}
-    _write_outputs(ctx, out, model, init_payload["model"], fit.curves, metrics)
+    _write_outputs(ctx, out, model, arch, fit.curves, metrics)
     return metrics
