@@ -1,0 +1,81 @@
+"""What every run records: tag keys, provenance tags and params flattened to dotted keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import metafgnet
+from metafgnet.params import Params, flatten, to_dict
+from metafgnet.tracking.execution import execution_id, git_dirty, git_revision
+
+# Tag keys (searchable as tags.`<key>` in the MLflow UI and client).
+ROLE = "metafgnet.role"  # "pipeline" (the parent of one execution) or "stage"
+EXECUTION = "metafgnet.execution_id"
+VERSION = "metafgnet.version"
+STAGE = "stage"
+SEED = "seed"
+DEVICE = "device"
+DATA_DIGEST = "data.manifest_digest"
+DVC_EXP_NAME = "dvc.exp_name"
+DVC_BASELINE = "dvc.exp_baseline_rev"
+GIT_COMMIT = "git.commit"
+GIT_DIRTY = "git.dirty"
+OFFLINE = "tracking.offline"
+INTENDED_URI = "tracking.intended_uri"
+ERROR = "error"
+FAILED_STAGE = "failed_stage"
+
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+
+def param_value(v: Any) -> str:
+    """``str(v)`` cut to MLflow's limit on a param value."""
+    text = str(v)
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def stage_params(params: Params, sections: Sequence[str]) -> dict[str, str]:
+    """The resolved params sections a stage reads, as ``{"meta.inner_lr": "0.01", ...}``.
+
+    ``seed`` is always included. Unknown section names raise ``ValueError``.
+    """
+    valid = [f.name for f in dataclasses.fields(params)]
+    out: dict[str, Any] = {"seed": params.seed}
+    for section in sections:
+        if section not in valid:
+            raise ValueError(f"unknown params section {section!r}; valid: {', '.join(valid)}")
+        value = getattr(params, section)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten({section: to_dict(value)}))
+        elif isinstance(value, dict):
+            out.update(flatten({section: value}) if value else {section: "{}"})
+        else:
+            out[section] = value
+    return {k: param_value(v) for k, v in out.items()}
+
+
+def all_params(params: Params) -> dict[str, str]:
+    """Every params section flattened (logged once on the execution's parent run)."""
+    return stage_params(params, [f.name for f in dataclasses.fields(params) if f.name != "seed"])
+
+
+def provenance_tags(params: Params, data_digest: str | None = None,
+                    device: str | None = None) -> dict[str, str]:
+    """Tags shared by parent and child runs: code, DVC experiment, seed, device, data."""
+    rev, dirty = git_revision(), git_dirty()
+    tags = {
+        EXECUTION: execution_id(),
+        VERSION: metafgnet.__version__,
+        SEED: str(params.seed),
+        DEVICE: device or params.runtime.device,
+        DVC_EXP_NAME: os.environ.get("DVC_EXP_NAME", ""),
+        DVC_BASELINE: os.environ.get("DVC_EXP_BASELINE_REV", ""),
+        GIT_COMMIT: rev or "",
+        GIT_DIRTY: "" if dirty is None else str(dirty).lower(),
+    }
+    if data_digest:
+        tags[DATA_DIGEST] = data_digest
+    return {k: v for k, v in tags.items() if v != ""}

@@ -1,0 +1,126 @@
+"""Fixtures for the tracking tests: a real sqlite store, a real ``mlflow server``, no mocks."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from metafgnet.params import TrackingParams
+
+BIN = Path(sys.executable).parent
+_ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "DVC_ROOT", "DVC_EXP_NAME",
+             "DVC_EXP_BASELINE_REV", "DVC_STAGE", "METAFGNET_EXECUTION_ID")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def store_dir(tmp_path_factory) -> Path:
+    """One sqlite database for the in-process tests (its schema takes seconds to create)."""
+    return tmp_path_factory.mktemp("mlflow_store")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    """No tracking or DVC variables leak in from the shell or between tests."""
+    for key in _ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    yield
+    mlflow = sys.modules.get("mlflow")
+    while mlflow is not None and mlflow.active_run() is not None:  # none may stay open
+        mlflow.end_run("KILLED")
+
+
+@pytest.fixture
+def sqlite_uri(store_dir, monkeypatch) -> str:
+    """MLFLOW_TRACKING_URI at the shared test database; each test is its own execution."""
+    uri = f"sqlite:///{store_dir / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("METAFGNET_EXECUTION_ID", uuid.uuid4().hex)
+    return uri
+
+
+@pytest.fixture
+def tracking(request) -> TrackingParams:
+    """Tracking params with an experiment of this test's own."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:100]
+    return TrackingParams(experiment=f"test-{name}", system_metrics=False)
+
+
+@pytest.fixture
+def client(sqlite_uri):
+    import mlflow
+
+    return mlflow.MlflowClient(sqlite_uri)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real, lean ``mlflow server`` on 127.0.0.1 (started once); yields its URL."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log = open(root / "server.log", "w")  # noqa: SIM115 (open for the server's lifetime)
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--workers", "1", "--host", "127.0.0.1",
+         "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker, by group id
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def git_repo(tmp_path) -> Path:
+    """A fresh git repository with one commit (tracked: README, dvc.lock, params.yaml)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("init", "-q", cwd=repo)
+    git("config", "user.email", "test@example.com", cwd=repo)
+    git("config", "user.name", "test", cwd=repo)
+    for name in ("README", "dvc.lock", "params.yaml"):
+        (repo / name).write_text("v1\n")
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "init", cwd=repo)
+    return repo
