@@ -22,13 +22,12 @@ from pathlib import Path
 
 from metafgnet.params import load_params
 from metafgnet.stages import audit
-
-SECTIONS = ["data", "finetune", "meta", "runtime", "seed", "select", "tune"]
+from metafgnet.tuning.space import SECTIONS
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/tune"))
-    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--data", type=Path, help="prepared manifests (default: the stages')")
     parser.add_argument("--init", type=Path, default=Path("models/pretrain/model.pt"))
     args = parser.parse_args()
     audit.start()
@@ -44,4 +43,4 @@ if __name__ == "__main__":
         write_untuned(params, args.out)
         logging.info("tune.enabled is false: wrote the current values to %s/best_params.yaml; "
                      "set tune.enabled: true and `dvc repro tune` to search", args.out)
-    audit.finish("tune", SECTIONS)
+    audit.finish("tune", list(SECTIONS))

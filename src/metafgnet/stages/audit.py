@@ -53,6 +53,8 @@ def finish(stage: str, sections: list[str]) -> None:
     def rel(paths) -> list[str]:
         out = set()
         for p in paths:
+            if os.path.isdir(p):
+                continue  # listing a folder (e.g. a path check) reads no content
             try:
                 out.add(str(Path(p).resolve().relative_to(root)))
             except ValueError:
