@@ -110,3 +110,38 @@ def test_exp_run_first_order_reruns_only_meta_training_and_downstream(tiny_pipel
     show = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo, env).stdout)
     text = json.dumps(show)
     assert "first-order" in text and '"order": "first"' in text and '"order": "second"' in text
+
+
+def test_tracking_database_holds_both_orders_after_repro_and_exp_run(tiny_pipeline):
+    """After `dvc repro` and `dvc exp run -S meta.order=first` (previous test), the one
+    database holds a parent run per execution, a child per stage that ran, both orders told
+    apart by the `meta.order` param, models logged and the best one registered."""
+    from mlflow import MlflowClient
+
+    repo, env, _ = tiny_pipeline
+    if "first-order" not in run([sys.executable, "-m", "dvc", "exp", "list", "--name-only"],
+                                repo, env).stdout:
+        run([sys.executable, "-m", "dvc", "exp", "run", "-n", "first-order",
+             "-S", "meta.order=first"], repo, env)
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("metafgnet")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("metafgnet.role") == "pipeline"]
+    assert len(parents) == 2
+    assert {p.info.status for p in parents} == {"FINISHED"}
+    children = {p.info.run_id: [r for r in runs
+                                if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
+                for p in parents}
+    stages = {pid: {r.data.tags.get("stage") for r in kids}
+              for pid, kids in children.items()}
+    full = next(pid for pid, s in stages.items() if "prepare" in s)
+    first = next(pid for pid in stages if pid != full)
+    assert {"prepare", "pretrain", "meta_train", "select", "meta_train_selected", "joint",
+            *(f"finetune@{a}" for a in ARMS), "evaluate", "report"} <= stages[full]
+    assert "prepare" not in stages[first] and "meta_train" in stages[first]
+    orders = {pid: {r.data.params.get("meta.order") for r in kids if "meta.order" in r.data.params}
+              for pid, kids in children.items()}
+    assert orders == {full: {"second"}, first: {"first"}}
+    meta = next(r for r in children[full] if r.data.tags.get("stage") == "meta_train")
+    assert "meta_loss" in meta.data.metrics and "meta_grad_norm" in meta.data.metrics
+    assert client.get_model_version_by_alias("metafgnet-best", "champion").version

@@ -50,7 +50,7 @@ def plot_curves(series: dict[str, list[dict]], x: str, ys: list[str], title: str
         ax.set_title(y)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)
     return _save(fig, out_stem)
 
 
