@@ -24,7 +24,7 @@ def test_seed_sweep_summarises_mean_and_std_per_arm(tiny_pipeline):
     shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo,
                            env).stdout)
     per_seed = {}
-    for exp in shown[0]["experiments"] or []:
+    for exp in (e for baseline in shown for e in baseline.get("experiments") or []):
         rev = exp["revs"][0]
         if exp.get("name") in ("seed-1", "seed-2"):
             per_seed[exp["name"]] = rev["data"]["metrics"]["results/evaluate/metrics.json"]["data"]
