@@ -158,6 +158,9 @@ def run_emulated(world_size: int, fn) -> list:
         ctx = EmulatedRank(rank=rank, world_size=world_size, local_rank=rank,
                            local_world_size=world_size, backend="emulated",
                            device=torch.device("cpu"), group=group)
+        # OpenMP's thread count is per calling thread: pin it here too, as each torchrun
+        # worker does, or reductions may split differently and differ in the last bit
+        torch.set_num_threads(1)
         try:
             results[rank] = fn(ctx)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller

@@ -141,9 +141,12 @@ def test_meta_training_with_batchnorm_is_bit_identical_to_emulated_ranks(results
     """The single-process equivalent of W ranks: W threads of one process, each running the
     same loop on its shard, exchanging tensors in memory (rank-order sum / W, as gloo)."""
     tds, ads, _ = datasets()
+    # built here, not in the threads: the global RNG is shared, so concurrent initialisation
+    # would interleave its draws and give each run different weights
+    models = [bn_model() for _ in range(2)]
 
     def rank(ctx):
-        model = bn_model()
+        model = models[ctx.rank]
         rows = meta_train(model, tds, ads, MetaParams(**META), device=CPU, seed=SEED, dist=ctx)
         return model.state_dict(), rows
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -119,6 +120,9 @@ class StageRun:
         session = self._ready()
         if mlflow.get_tracking_uri() != session.uri:
             mlflow.set_tracking_uri(session.uri)
+        # MLflow 3 creates a logged model in the *default* experiment whatever run_id says:
+        # without this it lands in experiment 0, under a relative ./mlruns of the cwd
+        os.environ["MLFLOW_EXPERIMENT_ID"] = session.experiment_id
         return session
 
     @property
