@@ -13,6 +13,7 @@ import pytest
 from metafgnet.data import generate_synthetic
 from metafgnet.params import SyntheticParams, parse_params
 from support.datasets import (  # noqa: F401  (re-exported for the data tests)
+    SMALL_SYNTHETIC,
     build_aircraft,
     build_cars,
     build_cub,
@@ -20,16 +21,6 @@ from support.datasets import (  # noqa: F401  (re-exported for the data tests)
     build_flowers,
     build_folder,
     write_image,
-)
-
-SMALL_SYNTHETIC = dict(
-    image_size=16,
-    target_classes=3,
-    train_per_class=4,
-    test_per_class=2,
-    related_classes=2,
-    unrelated_classes=2,
-    aux_per_class=3,
 )
 
 

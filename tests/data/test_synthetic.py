@@ -14,6 +14,7 @@ from PIL import Image
 from metafgnet.data import DataError, generate_synthetic, read_cub, read_folder
 from metafgnet.data.synthetic import plan_classes, render
 from metafgnet.params import SyntheticParams
+from support.datasets import SMALL_SYNTHETIC
 
 TINY = dict(
     image_size=16,
@@ -57,15 +58,7 @@ def test_images_depend_only_on_their_own_seed(tmp_path):
 
 
 def test_layout_read_by_the_real_readers(small_synthetic):
-    params = SyntheticParams(
-        image_size=16,
-        target_classes=3,
-        train_per_class=4,
-        test_per_class=2,
-        related_classes=2,
-        unrelated_classes=2,
-        aux_per_class=3,
-    )
+    params = SyntheticParams(**SMALL_SYNTHETIC)
     target = read_cub(small_synthetic / "target")
     assert len(target.class_names) == 3 and target.class_names[0].startswith("001.")
     assert Counter(r.label for r in target.train) == {c: 4 for c in range(3)}

@@ -8,6 +8,17 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+# the small synthetic benchmark of the data tests
+SMALL_SYNTHETIC = dict(
+    image_size=16,
+    target_classes=3,
+    train_per_class=4,
+    test_per_class=2,
+    related_classes=2,
+    unrelated_classes=2,
+    aux_per_class=3,
+)
+
 
 def write_image(path: Path, colour: int = 0, mode: str = "RGB", size: int = 8) -> Path:
     """A tiny deterministic image; the format follows the suffix (.jpg, .png, ...)."""

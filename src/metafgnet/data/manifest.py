@@ -18,6 +18,7 @@ from pathlib import Path
 
 from metafgnet.data.errors import DataError
 from metafgnet.data.records import Record
+from metafgnet.io import file_digest
 
 SPLITS = ("train", "val", "test", "auxiliary")
 MANIFESTS = {
@@ -42,11 +43,6 @@ def manifest_text(records: list[Record], split: str) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes as stored."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def combined_digest(
@@ -161,7 +157,7 @@ def load_prepared(prepared_dir: str | Path, base_dir: str | Path | None = None) 
         path = prepared_dir / name
         if not path.is_file():
             raise DataError(f"{path} is missing; re-run prepare_manifests")
-        if sha256_file(path) != recorded[name]:
+        if file_digest(path) != recorded[name]:
             raise DataError(
                 f"{path} does not match the sha256 recorded in {index_path}: it changed after "
                 "it was prepared; re-run prepare_manifests"

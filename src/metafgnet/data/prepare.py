@@ -21,13 +21,12 @@ from metafgnet.data.manifest import (
     combined_digest,
     load_prepared,
     manifest_text,
-    sha256_file,
 )
 from metafgnet.data.readers import read_auxiliary, read_target
 from metafgnet.data.records import Listing, Record
 from metafgnet.data.splits import split_validation
 from metafgnet.data.staging import staged_dir
-from metafgnet.io import write_json
+from metafgnet.io import file_digest, write_json
 from metafgnet.params import DataParams, Params
 
 log = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ def prepare_manifests(params: Params, out_dir: Path) -> PreparedData:
         for split, name in MANIFESTS.items():
             text = manifest_text(splits[split], "train" if split == "auxiliary" else split)
             (tmp / name).write_text(text, encoding="utf-8")
-            digests[name] = sha256_file(tmp / name)
+            digests[name] = file_digest(tmp / name)
         index = {
             "seed": params.seed,
             "val_fraction": data.val_fraction,
