@@ -165,6 +165,9 @@ class TrackingParams:
     log_models: bool = True
     system_metrics: bool = True
     registered_model: str = "metafgnet-best"
+    # true: stages talk to one long-lived tracking agent per pipeline execution (MLflow is
+    # imported once); false: each stage process imports MLflow itself (+3-4 s of CPU a stage)
+    agent: bool = True
 
 
 @_section

@@ -56,9 +56,11 @@ def sqlite_uri(store_dir, monkeypatch) -> str:
 
 @pytest.fixture
 def tracking(request) -> TrackingParams:
-    """Tracking params with an experiment of this test's own."""
+    """Tracking params with an experiment of this test's own, recorded from this process
+    (``agent: false``: the models of these tests are classes of the test modules, which the
+    agent cannot import; the agent itself is covered by test_agent.py and the pipeline tests)."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:100]
-    return TrackingParams(experiment=f"test-{name}", system_metrics=False)
+    return TrackingParams(experiment=f"test-{name}", system_metrics=False, agent=False)
 
 
 @pytest.fixture

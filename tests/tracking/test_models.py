@@ -81,7 +81,8 @@ def test_model_must_return_one_tensor(sqlite_uri, tracking):
 
 
 def test_log_models_false_skips_models(sqlite_uri, tracking):
-    off = TrackingParams(experiment=tracking.experiment, log_models=False, system_metrics=False)
+    off = TrackingParams(experiment=tracking.experiment, log_models=False, system_metrics=False,
+                         agent=False)
     with stage_run("finetune@a", PARAMS, [], off) as run:
         assert run.log_model(TinyNet(), "model", input_example=torch.randn(2, 3, 8, 8)) is None
 
@@ -110,7 +111,7 @@ def test_best_model_registered_with_alias_on_newest_version(client, tracking):
 
 def test_default_registered_name_comes_from_params(client, tracking):
     params = TrackingParams(experiment=tracking.experiment, registered_model="from-params",
-                            system_metrics=False)
+                            system_metrics=False, agent=False)
     with stage_run("evaluate", PARAMS, [], params) as run:
         info = run.log_model(TinyNet(), "model", input_example=torch.randn(2, 3, 8, 8))
         version = run.register_model(info.model_uri)

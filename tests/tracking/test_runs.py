@@ -13,7 +13,7 @@ from metafgnet.params import TrackingParams, parse_params
 from metafgnet.tracking import NullRun, StageRun, TrackingError, stage_run
 from metafgnet.tracking.experiment import open_session
 from metafgnet.tracking.parent import find_or_create_parent
-from metafgnet.tracking.record import provenance_tags
+from metafgnet.tracking.record import all_params, provenance_tags
 
 PARAMS = parse_params({"seed": 7, "meta": {"order": "first", "inner_lr": 0.05}})
 
@@ -89,7 +89,7 @@ def test_concurrent_first_stages_agree_on_one_parent(sqlite_uri, client, trackin
 
     def create():
         barrier.wait()
-        found.append(find_or_create_parent(session, PARAMS, tags))
+        found.append(find_or_create_parent(session, all_params(PARAMS), tags))
 
     threads = [threading.Thread(target=create) for _ in range(2)]
     for t in threads:
@@ -182,7 +182,7 @@ def test_disabled_tracking_is_a_no_op(tmp_path, monkeypatch):
 
 def test_training_stages_log_system_metrics(client, tracking, monkeypatch):
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
-    on = TrackingParams(experiment=tracking.experiment, system_metrics=True)
+    on = TrackingParams(experiment=tracking.experiment, system_metrics=True, agent=False)
     with stage_run("finetune@metafgnet", PARAMS, ["finetune"], on) as train:
         assert train.run_id  # waits for the run, opened in the background
         time.sleep(1.6)

@@ -24,9 +24,12 @@ MAX_BACKLOG = 200_000  # values kept while the server is away before the stage f
 
 
 class MetricBuffer:
+    """Values waiting for ``sink.log_metrics([(key, value, timestamp_ms, step), ...])`` (a
+    :class:`~metafgnet.tracking.recorder.Recorder`, here or in the tracking agent)."""
+
     def __init__(self, uri: str, flush_seconds: float = FLUSH_SECONDS,
                  max_pending: int = MAX_PENDING):
-        self._client = None
+        self._sink = None
         self._run_id: str | None = None
         self._uri = uri
         self._flush_seconds = flush_seconds
@@ -36,17 +39,18 @@ class MetricBuffer:
         self._failing = False
         self.requests = 0  # log_batch calls made, for overhead checks
 
-    def attach(self, client, run_id: str) -> None:
-        """Start sending to ``run_id``; values recorded before are kept and sent later."""
+    def attach(self, sink, run_id: str) -> None:
+        """Start sending to ``sink`` (the recorder of run ``run_id``); values recorded before
+        are kept and sent later."""
         self._run_id = run_id
-        self._client = client
+        self._sink = sink
 
     def add(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Record ``metrics`` at ``step`` (``float()`` is applied: tensors, numpy scalars)."""
         now_ms = int(time.time() * 1000)
         step = 0 if step is None else int(step)
         self._pending.extend((str(k), float(v), now_ms, step) for k, v in metrics.items())
-        if self._client is None:  # the run is still being opened
+        if self._sink is None:  # the run is still being opened
             return
         if (len(self._pending) >= self._max_pending
                 or time.monotonic() - self._last_flush >= self._flush_seconds):
@@ -54,18 +58,15 @@ class MetricBuffer:
 
     def flush(self, final: bool = True) -> None:
         """Send waiting values; with ``final`` a failure raises :class:`TrackingError`."""
-        from mlflow.entities import Metric
-
-        if self._client is None:
+        if self._sink is None:
             if final and self._pending:
                 raise TrackingError(f"{len(self._pending)} metric values but no run to send to")
             return
         self._last_flush = time.monotonic()
         while self._pending:
-            batch = [Metric(key=k, value=v, timestamp=ts, step=step)
-                     for k, v, ts, step in self._pending[: self._max_pending]]
+            batch = self._pending[: self._max_pending]
             try:
-                self._client.log_batch(self._run_id, metrics=batch)
+                self._sink.log_metrics(batch)
             except Exception as exc:  # the MLflow client raises several types
                 self._on_failure(exc, final)
                 return

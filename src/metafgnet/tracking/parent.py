@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 
-from metafgnet.params import Params
 from metafgnet.tracking import record
 from metafgnet.tracking.experiment import store_lock
 from metafgnet.tracking.uri import is_remote
@@ -36,8 +35,10 @@ def parent_name(tags: dict[str, str]) -> str:
         filter(None, [tags.get(record.GIT_COMMIT, "")[:7], time.strftime("%Y%m%d-%H%M%S")]))
 
 
-def find_or_create_parent(session, params: Params, tags: dict[str, str]) -> str:
+def find_or_create_parent(session, params: dict[str, str], tags: dict[str, str]) -> str:
     """Run id of this execution's parent run, created if this is its first stage.
+
+    ``params``: every params section, dotted (:func:`metafgnet.tracking.record.all_params`).
 
     Stages of one execution normally run one after another. Should two start together, a local
     store serialises them with a file lock; against a server each creator waits
@@ -48,7 +49,7 @@ def find_or_create_parent(session, params: Params, tags: dict[str, str]) -> str:
         return _find_or_create(session, params, tags)
 
 
-def _find_or_create(session, params: Params, tags: dict[str, str]) -> str:
+def _find_or_create(session, params: dict[str, str], tags: dict[str, str]) -> str:
     from mlflow.entities import Param
 
     client, execution = session.client, tags[record.EXECUTION]
@@ -60,7 +61,7 @@ def _find_or_create(session, params: Params, tags: dict[str, str]) -> str:
         parent_tags["mlflow.source.git.commit"] = tags[record.GIT_COMMIT]
     run = client.create_run(session.experiment_id, run_name=parent_name(tags), tags=parent_tags)
     mine = run.info.run_id
-    client.log_batch(mine, params=[Param(k, v) for k, v in record.all_params(params).items()])
+    client.log_batch(mine, params=[Param(k, v) for k, v in params.items()])
     if is_remote(session.uri):
         time.sleep(SETTLE_S)
     winner = _search(client, session.experiment_id, execution)[0].info.run_id
