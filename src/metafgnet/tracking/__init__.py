@@ -13,11 +13,13 @@ A stage script (one process of ``dvc repro`` / ``dvc exp run``)::
     # evaluate: run.register_model(best_model_uri)  -> alias "champion" on the newest version
 
 Where runs go: :mod:`.uri`; which processes share a parent run: :mod:`.execution`; parent and
-child runs, failures: :mod:`.parent`, :mod:`.runs`; what is recorded: :mod:`.record`; models
-and registry: :mod:`.models`; offline mode: :mod:`.experiment`.
+child runs, failures: :mod:`.parent`, :mod:`.runs`; what is recorded: :mod:`.record`; every
+MLflow call of a stage run: :mod:`.recorder`, made by the execution's tracking agent
+(:mod:`.agent`) or, with ``tracking.agent: false``, by the stage process; models and registry:
+:mod:`.models`; offline mode: :mod:`.experiment`.
 
-Importing this package does not import MLflow (about 1 s); it only turns MLflow's telemetry off
-and bounds its HTTP retries in the environment (``setdefault``: explicit settings win).
+Importing this package does not import MLflow (3-4 s of CPU); it only turns MLflow's telemetry
+off and bounds its HTTP retries in the environment (``setdefault``: explicit settings win).
 """
 
 from metafgnet.tracking.execution import EXECUTION_ENV, execution_id

@@ -10,12 +10,13 @@ open across stages.
 Lifecycle:
 
 * the first stage of an execution starts the agent (``python -m metafgnet.tracking.agent``,
-  detached, its own session, ``nice`` 5, output to ``<socket>.log``), with the same interpreter
+  detached, its own session, ``nice`` 19, output to ``<socket>.log``), with the same interpreter
   and the same ``metafgnet`` source on its path, so queued experiments log with their own code;
 * each stage process holds one connection, i.e. one stage run; a stage that dies without ending
   its run (``SIGKILL``) has it ended ``KILLED`` when its connection drops;
 * the agent exits once no stage has been connected for ``METAFGNET_AGENT_IDLE_S`` seconds
-  (default 20; DVC starts the next stage within about a second).
+  (default 20; the next stage of a ``dvc repro`` connects within a few seconds), deleting its
+  log unless a call failed or a stage was killed.
 
 Calls are synchronous: an error in the agent comes back as a
 :class:`~metafgnet.tracking.uri.TrackingError` in the stage, and a lost agent fails the stage
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 IDLE_ENV = "METAFGNET_AGENT_IDLE_S"
 DEFAULT_IDLE_S = 20.0
 START_TIMEOUT_S = 30.0
-NICE = 5
+NICE = 19  # the lowest priority: bookkeeping runs on what training leaves idle
 # The methods of Recorder a stage may call; nothing else is dispatched.
 OPS = frozenset({"open", "log_metrics", "log_params", "set_tags", "log_artifact",
                  "log_artifacts", "log_dict", "log_text", "log_model", "register_model",
@@ -201,7 +202,8 @@ class _Agent:
                             if self.path.stat().st_ino == self.inode:
                                 self.path.unlink()
                         self.server.close()
-                        log.info("idle for %.0f s: exiting", self.idle_s)
+                        if not _TROUBLE.is_set():  # nothing worth keeping in the log
+                            self.path.with_suffix(".log").unlink(missing_ok=True)
                         return
                 continue
             self._start(sock)
@@ -256,6 +258,7 @@ def serve_stage(conn: Connection) -> None:
                 raw = conn.recv_bytes()
             except (EOFError, OSError):
                 break
+            op = "a call"  # until the message is read
             try:
                 op, args, kwargs = _loads(raw)
                 if op not in OPS:
@@ -265,6 +268,8 @@ def serve_stage(conn: Connection) -> None:
                 result = os.getpid() if op == "pid" else getattr(recorder, op)(*args, **kwargs)
                 reply = ("ok", result)
             except Exception as exc:
+                _TROUBLE.set()
+                log.error("%s failed: %s", op, exc)
                 reply = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
             try:
                 conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
@@ -272,11 +277,13 @@ def serve_stage(conn: Connection) -> None:
                 break
     finally:
         if recorder.abandon():
+            _TROUBLE.set()
             log.warning("a stage disconnected without ending its run: recorded as KILLED")
         conn.close()
 
 
 _MODELS_READY = threading.Event()
+_TROUBLE = threading.Event()  # an error or a killed stage: the log is kept at exit
 
 
 def _import_mlflow() -> None:
@@ -286,17 +293,20 @@ def _import_mlflow() -> None:
         import mlflow  # noqa: F401
         from mlflow.tracking.context.registry import resolve_tags  # noqa: F401
     except Exception as exc:  # the calls themselves will raise with the details
+        _TROUBLE.set()
         log.warning("importing mlflow failed: %s", exc)
 
 
 def _import_model_flavor() -> None:
-    """torch and MLflow's pytorch flavor (about 5 s of CPU), in the background while the first
-    stage trains; model calls wait for it."""
+    """torch, MLflow's pytorch flavor and their one-off lazy work (about 7 s of CPU), in the
+    background while the first stage trains; model calls wait for it."""
     try:
-        import mlflow.pytorch  # noqa: F401
-        from mlflow.models import infer_signature  # noqa: F401
-    except Exception as exc:
-        log.warning("importing mlflow.pytorch failed: %s", exc)
+        from metafgnet.tracking.models import warm_up
+
+        warm_up()
+    except Exception as exc:  # the model calls themselves will raise with the details
+        _TROUBLE.set()
+        log.warning("warming up model logging failed: %s", exc)
     finally:
         _MODELS_READY.set()
 

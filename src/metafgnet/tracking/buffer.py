@@ -18,7 +18,7 @@ from metafgnet.tracking.uri import TrackingError, redact
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 5.0
+FLUSH_SECONDS = 10.0
 MAX_PENDING = 1000  # MLflow accepts at most 1000 metrics per batch
 MAX_BACKLOG = 200_000  # values kept while the server is away before the stage fails
 

@@ -17,9 +17,11 @@ Choices, each measured on this project's machines:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import re
+import tempfile
 from importlib import metadata
 from typing import Any
 
@@ -61,48 +63,69 @@ def _as_numpy(x: Any):
     return np.asarray(x)
 
 
+def _flavor_kwargs(cpu_model, input_example: Any, name: str) -> dict:
+    """The arguments every save of a model gets: format, pinned requirements, signature and
+    input example (the first sample of ``input_example``), from ``cpu_model`` in eval mode."""
+    import torch
+    from mlflow.models import infer_signature
+
+    example = _as_numpy(input_example)[:1]
+    with torch.no_grad():
+        output = cpu_model(torch.from_numpy(example))
+    if not isinstance(output, torch.Tensor):
+        raise TrackingError(
+            f"log_model({name!r}): the model returned {type(output).__name__}; a logged "
+            "model must return one tensor (wrap it to return the logits)"
+        )
+    return {"serialization_format": SERIALIZATION_FORMAT, "pip_requirements": pip_requirements(),
+            "signature": infer_signature(example, _as_numpy(output)), "input_example": example}
+
+
+@contextlib.contextmanager
+def _quiet_pickle_warning():
+    pytorch_logger = logging.getLogger("mlflow.pytorch")
+    pytorch_logger.addFilter(_FILTER)
+    try:
+        yield
+    finally:
+        pytorch_logger.removeFilter(_FILTER)
+
+
 def log_model(model, name: str, input_example: Any, *, run_id: str, step: int = 0):
     """Log ``model`` to run ``run_id`` as ``name``; returns MLflow's ``ModelInfo``.
 
     ``input_example``: a batch (tensor or array) of model inputs; its first sample is stored as
     the example and, with the model's output on it, gives the signature.
     """
-    import mlflow
     import mlflow.pytorch
-    import torch
-    from mlflow.models import infer_signature
 
-    example = _as_numpy(input_example)[:1]
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     cpu_model = model if on_cpu else copy.deepcopy(model).cpu()
     was_training = cpu_model.training
     cpu_model.eval()
     try:
-        with torch.no_grad():
-            output = cpu_model(torch.from_numpy(example))
-        if not isinstance(output, torch.Tensor):
-            raise TrackingError(
-                f"log_model({name!r}): the model returned {type(output).__name__}; a logged "
-                "model must return one tensor (wrap it to return the logits)"
-            )
-        signature = infer_signature(example, _as_numpy(output))
-        pytorch_logger = logging.getLogger("mlflow.pytorch")
-        pytorch_logger.addFilter(_FILTER)
-        try:
+        kwargs = _flavor_kwargs(cpu_model, input_example, name)
+        with _quiet_pickle_warning():
             return mlflow.pytorch.log_model(
-                cpu_model,
-                name=name,
-                serialization_format=SERIALIZATION_FORMAT,
-                pip_requirements=pip_requirements(),
-                signature=signature,
-                input_example=example,
-                step=step,
+                cpu_model, name=name, step=step,
                 run_id=run_id,  # passed on to Model.log: no active (thread-local) run needed
+                **kwargs,
             )
-        finally:
-            pytorch_logger.removeFilter(_FILTER)
     finally:
         cpu_model.train(was_training)
+
+
+def warm_up() -> None:
+    """Save a tiny model to a temporary folder exactly as :func:`log_model` would, so that the
+    first real log of a process does not pay MLflow's one-off lazy work (imports, the scan of
+    installed packages; about 2 s here), then discard it. Nothing is recorded."""
+    import mlflow.pytorch
+    import torch
+
+    tiny = torch.nn.Linear(2, 2).eval()
+    with tempfile.TemporaryDirectory() as tmp, _quiet_pickle_warning():
+        mlflow.pytorch.save_model(tiny, f"{tmp}/model",
+                                  **_flavor_kwargs(tiny, torch.zeros(1, 2), "warm-up"))
 
 
 def check_alias(alias: str) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import getpass
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +63,20 @@ def stage_params(params: Params, sections: Sequence[str]) -> dict[str, str]:
 def all_params(params: Params) -> dict[str, str]:
     """Every params section flattened (logged once on the execution's parent run)."""
     return stage_params(params, [f.name for f in dataclasses.fields(params) if f.name != "seed"])
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags for this (stage) process: the script, the user, LOCAL.
+
+    Set explicitly because the runs may be created by the tracking agent, whose script MLflow
+    would otherwise record as the source.
+    """
+    tags = {"mlflow.source.type": "LOCAL"}
+    if sys.argv and sys.argv[0] not in ("", "-c"):
+        tags["mlflow.source.name"] = os.path.abspath(sys.argv[0])
+    with contextlib.suppress(KeyError, OSError):  # no user entry (some containers)
+        tags["mlflow.user"] = getpass.getuser()
+    return tags
 
 
 def provenance_tags(params: Params, data_digest: str | None = None,

@@ -33,7 +33,7 @@ from metafgnet.tracking.uri import redact
 
 log = logging.getLogger(__name__)
 
-SYSTEM_METRICS_INTERVAL_S = 2.0  # a 20 s stage gets about 10 samples of CPU, memory (and GPU)
+SYSTEM_METRICS_INTERVAL_S = 10.0  # MLflow's default; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides
 
 _SESSIONS: dict[tuple, Session] = {}
 _SESSIONS_LOCK = threading.Lock()
@@ -95,8 +95,13 @@ class Recorder:
 
     def open(self, stage: str, target: Target, tracking: TrackingParams, tags: dict[str, str],
              child_params: dict[str, str], parent_params: dict[str, str],
-             system_metrics: bool, root: str | None = None) -> Opened:
-        """Find or create the execution's parent run, then create the stage's child run."""
+             system_metrics: bool, root: str | None = None,
+             source: dict[str, str] | None = None) -> Opened:
+        """Find or create the execution's parent run, then create the stage's child run.
+
+        ``tags``: provenance of parent and child; ``source``: the stage process's own MLflow
+        source tags (:func:`metafgnet.tracking.record.source_tags`), child only.
+        """
         from mlflow.entities import Param
         from mlflow.tracking.context.registry import resolve_tags
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -106,8 +111,10 @@ class Recorder:
         client = session.client
         parent_id = find_or_create_parent(session, parent_params, tags)
         mark_parent(client, parent_id, "RUNNING")
-        child_tags = {**tags, record.ROLE: "stage", record.STAGE: stage,
+        child_tags = {**(source or {}), **tags, record.ROLE: "stage", record.STAGE: stage,
                       MLFLOW_PARENT_RUN_ID: parent_id}
+        if record.GIT_COMMIT in tags:
+            child_tags["mlflow.source.git.commit"] = tags[record.GIT_COMMIT]
         run = client.create_run(session.experiment_id, run_name=stage,
                                 tags=resolve_tags(child_tags))
         run_id = run.info.run_id

@@ -81,7 +81,8 @@ class StageRun:
         self._opened = None
         self._open_error: BaseException | None = None
         open_args = (stage, target, tracking, tags, child_params, record.all_params(params),
-                     system_metrics, str(Path(root).resolve() if root else repo_root()))
+                     system_metrics, str(Path(root).resolve() if root else repo_root()),
+                     record.source_tags())
         self._thread = threading.Thread(
             target=self._open, name=f"tracking-open-{stage}", daemon=True,
             args=(tracking, target, tags[record.EXECUTION], open_args),
