@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from metafgnet.params import TrackingParams, parse_params
-from metafgnet.tracking import NullRun, StageRun, TrackingError, stage_run
+from metafgnet.tracking import NullRun, StageRun, TrackingError, is_training_stage, stage_run
 from metafgnet.tracking.experiment import open_session
 from metafgnet.tracking.parent import find_or_create_parent
 from metafgnet.tracking.record import all_params, provenance_tags
@@ -202,3 +202,11 @@ def test_a_run_that_cannot_be_opened_fails_the_stage(client, tracking):
             stage_run("prepare", PARAMS, ["data"], tracking) as run:
         run.log_metrics({"n": 1.0})
         run.run_id  # noqa: B018 (waits for the background opening, which failed)
+
+
+@pytest.mark.parametrize(("stage", "training"), [
+    ("pretrain", True), ("meta_train", True), ("meta_train_selected", True), ("joint", True),
+    ("finetune@joint", True), ("prepare", False), ("select", False), ("evaluate", False),
+    ("report", False)])
+def test_system_metrics_go_to_every_training_stage(stage, training):
+    assert is_training_stage(stage) is training

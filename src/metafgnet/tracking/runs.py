@@ -46,7 +46,7 @@ from metafgnet.tracking.uri import TrackingError, redact, repo_root
 log = logging.getLogger(__name__)
 
 LOG_MODEL_SECONDS = "tracking/log_model_seconds"  # as the stage waited for it, one per model
-TRAINING_STAGES = frozenset({"pretrain", "meta_train", "meta_train_selected", "finetune"})
+TRAINING_STAGES = frozenset({"pretrain", "meta_train", "meta_train_selected", "joint", "finetune"})
 
 
 def is_training_stage(stage: str) -> bool:
