@@ -39,6 +39,11 @@ def _clean_env(monkeypatch):
     """No tracking or DVC variables leak in from the shell or between tests."""
     for key in _ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
+    # In-process recording sets MLflow's process-wide tracking URI (which outranks the
+    # environment); start every test from the environment again.
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None:
+        monkeypatch.setattr(utils, "_tracking_uri", None)
     yield
     mlflow = sys.modules.get("mlflow")
     while mlflow is not None and mlflow.active_run() is not None:  # none may stay open

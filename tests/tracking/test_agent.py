@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -72,7 +73,7 @@ def agent_env(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": src,
-           "METAFGNET_EXECUTION_ID": uuid.uuid4().hex, "METAFGNET_AGENT_IDLE_S": "12",
+           "METAFGNET_EXECUTION_ID": uuid.uuid4().hex, "METAFGNET_AGENT_IDLE_S": "30",
            "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5", "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_RUN_ID", None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -144,7 +145,7 @@ def test_stages_of_one_execution_share_one_agent_and_never_import_mlflow(agent_e
     assert int(champion.version) == second["version"]
 
     # idle for METAFGNET_AGENT_IDLE_S: the agent leaves, and takes its socket with it
-    assert _wait_for(lambda: not _alive(first["agent_pid"]), 60)
+    assert _wait_for(lambda: not _alive(first["agent_pid"]), 90)
     sock = socket_path(env["MLFLOW_TRACKING_URI"], env["METAFGNET_EXECUTION_ID"])
     assert not sock.exists()
     assert not sock.with_suffix(".log").exists()  # nothing went wrong: no log left behind
@@ -166,15 +167,23 @@ def test_failing_stage_is_recorded_failed_through_the_agent(agent_env):
     assert parent.info.status == "FAILED" and parent.data.tags["failed_stage"] == "meta_train"
 
 
-def test_a_killed_stage_has_its_run_ended_killed(agent_env):
-    repo, env = agent_env
+@contextlib.contextmanager
+def _hanging_stage(repo: Path, env: dict, stop):
+    """A stage holding its run open; yields what it printed once the run was open, and ends
+    with ``stop(process)``."""
     proc = subprocess.Popen([sys.executable, "stage.py", "pretrain", "hang", "x.json"],
                             cwd=repo, env=env, stdout=subprocess.PIPE, text=True)
     try:
-        started = json.loads(proc.stdout.readline())
+        yield json.loads(proc.stdout.readline())
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
+        proc.wait(timeout=60)
+
+
+def test_a_killed_stage_has_its_run_ended_killed(agent_env):
+    repo, env = agent_env
+    with _hanging_stage(repo, env, lambda proc: proc.kill()) as started:
+        pass
     client = _client(env)
     assert _wait_for(lambda: client.get_run(started["run_id"]).info.status == "KILLED", 20)
     assert "ended without closing its run" in client.get_run(started["run_id"]).data.tags["error"]
@@ -187,7 +196,8 @@ def test_a_lost_agent_fails_the_stage(agent_env):
     assert proc.returncode != 0
     assert "lost the tracking agent" in proc.stderr
     log = re.search(r"its log is (\S+\.log)", proc.stderr)
-    assert log, proc.stderr  # names the agent's log
+    assert log, proc.stderr  # names the agent's log, which a lost agent leaves behind
+    assert Path(log.group(1)).exists()
     assert not (repo / "select.json").exists()
 
 
@@ -202,14 +212,8 @@ def test_a_model_class_the_agent_cannot_import_is_refused_clearly(agent_env):
 def test_the_agent_never_outlives_its_idle_time_while_a_stage_is_connected(agent_env):
     """A stage longer than the idle time keeps its agent (it is connected the whole time)."""
     repo, env = agent_env
-    proc = subprocess.Popen([sys.executable, "stage.py", "pretrain", "hang", "x.json"],
-                            cwd=repo, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        started = json.loads(proc.stdout.readline())
-        time.sleep(14)  # > METAFGNET_AGENT_IDLE_S
+    with _hanging_stage(repo, env, lambda proc: proc.send_signal(signal.SIGINT)) as started:
+        time.sleep(32)  # > METAFGNET_AGENT_IDLE_S
         assert _alive(started["agent_pid"])
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
     client = _client(env)
     assert _wait_for(lambda: client.get_run(started["run_id"]).info.status == "KILLED", 20)

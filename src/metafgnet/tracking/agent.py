@@ -15,7 +15,7 @@ Lifecycle:
 * each stage process holds one connection, i.e. one stage run; a stage that dies without ending
   its run (``SIGKILL``) has it ended ``KILLED`` when its connection drops;
 * the agent exits once no stage has been connected for ``METAFGNET_AGENT_IDLE_S`` seconds
-  (default 20; the next stage of a ``dvc repro`` connects within a few seconds), deleting its
+  (default 60; the next stage of a ``dvc repro`` connects within seconds), deleting its
   log unless a call failed or a stage was killed.
 
 Calls are synchronous: an error in the agent comes back as a
@@ -52,7 +52,7 @@ from metafgnet.tracking.uri import TrackingError
 log = logging.getLogger(__name__)
 
 IDLE_ENV = "METAFGNET_AGENT_IDLE_S"
-DEFAULT_IDLE_S = 20.0
+DEFAULT_IDLE_S = 60.0  # > the gap between two stages, even under load (torch import and data)
 START_TIMEOUT_S = 30.0
 NICE = 19  # the lowest priority: bookkeeping runs on what training leaves idle
 # The methods of Recorder a stage may call; nothing else is dispatched.
