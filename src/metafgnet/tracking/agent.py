@@ -59,6 +59,8 @@ NICE = 19  # the lowest priority: bookkeeping runs on what training leaves idle
 OPS = frozenset({"open", "log_metrics", "log_params", "set_tags", "log_artifact",
                  "log_artifacts", "log_dict", "log_text", "log_model", "register_model",
                  "finish", "fail", "pid"})
+_MODELS_READY = threading.Event()  # set once model logging is warmed up (_import_model_flavor)
+_TROUBLE = threading.Event()  # an error or a killed stage: the log is kept at exit
 
 
 def socket_path(uri: str, execution: str) -> Path:
@@ -280,10 +282,6 @@ def serve_stage(conn: Connection) -> None:
             _TROUBLE.set()
             log.warning("a stage disconnected without ending its run: recorded as KILLED")
         conn.close()
-
-
-_MODELS_READY = threading.Event()
-_TROUBLE = threading.Event()  # an error or a killed stage: the log is kept at exit
 
 
 def _import_mlflow() -> None:

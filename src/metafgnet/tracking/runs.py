@@ -54,11 +54,11 @@ def is_training_stage(stage: str) -> bool:
     return stage.split("@", 1)[0] in TRAINING_STAGES
 
 
-def _recorder(tracking: TrackingParams, target: Target, execution: str):
+def _recorder(tracking: TrackingParams, uri: str, execution: str):
     if tracking.agent:
         from metafgnet.tracking.agent import RemoteRecorder
 
-        return RemoteRecorder(target.uri, execution)
+        return RemoteRecorder(uri, execution)
     from metafgnet.tracking.recorder import Recorder
 
     return Recorder()
@@ -84,16 +84,14 @@ class StageRun:
                      system_metrics, str(Path(root).resolve() if root else repo_root()),
                      record.source_tags())
         self._thread = threading.Thread(
-            target=self._open, name=f"tracking-open-{stage}", daemon=True,
-            args=(tracking, target, tags[record.EXECUTION], open_args),
-        )
+            target=self._open, name=f"tracking-open-{stage}", daemon=True, args=open_args)
         self._thread.start()
 
     # -- opening (background thread) ------------------------------------------------------
 
-    def _open(self, tracking, target, execution, open_args) -> None:
+    def _open(self, *open_args) -> None:
         try:
-            recorder = _recorder(tracking, target, execution)
+            recorder = _recorder(self._tracking, self.tracking_uri, self._tags[record.EXECUTION])
             self._recorder = recorder
             self._opened = recorder.open(*open_args)
             self._buffer.attach(recorder, self._opened.run_id)
@@ -258,6 +256,7 @@ def stage_run(
         yield NullRun(stage)
         return
     child_params = record.stage_params(params, sections)  # bad section names fail first
+    root = Path(root).resolve() if root is not None else repo_root()
     target = resolve_target(tracking, root)
     tags = record.provenance_tags(params, data_digest, device)
     if target.offline:
