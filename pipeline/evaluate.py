@@ -10,6 +10,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=Path, default=Path("models/finetune"))
     parser.add_argument("--out", type=Path, default=Path("results/evaluate"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
     args = parser.parse_args()
-    with open_stage("evaluate", ["data", "runtime"]) as ctx:
-        run_evaluate(ctx, args.models, args.out)
+    with open_stage("evaluate", ["data", "runtime"], lineage=True) as ctx:
+        run_evaluate(ctx, args.models, args.out, args.metrics)

@@ -10,5 +10,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("models/pretrain"))
     args = parser.parse_args()
-    with open_stage("pretrain", ["seed", "data", "model", "pretrain", "runtime"]) as ctx:
+    with open_stage("pretrain", ["data", "model", "pretrain", "runtime"]) as ctx:
         run_pretrain(ctx, args.out)

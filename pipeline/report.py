@@ -1,15 +1,18 @@
-"""Stage `report`: the Markdown report with every arm, selection figures and plots."""
+"""Stage `report`: the Markdown report, and the pipeline's headline on the execution's MLflow
+parent run (including the stages DVC reused)."""
 
 import argparse
 from pathlib import Path
 
-from metafgnet.reporting.report import build_report
 from metafgnet.stages.context import open_stage
+from metafgnet.stages.report_stage import run_report
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics"))
     parser.add_argument("--out", type=Path, default=Path("results/report"))
     args = parser.parse_args()
-    with open_stage("report", ["data"], needs_data=False) as ctx:
-        path = build_report(Path("results"), Path("models"), args.out, ctx.params.data.target)
-        ctx.run.log_artifacts(args.out)
+    with open_stage("report", ["data"], needs_data=False, lineage=True) as ctx:
+        run_report(ctx, args.results, args.models, args.metrics, args.out)

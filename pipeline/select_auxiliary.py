@@ -13,6 +13,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--init", type=Path, default=Path("models/meta_train"))
     parser.add_argument("--out", type=Path, default=Path("results/select"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/select.json"))
     args = parser.parse_args()
     with open_stage("select", ["data", "select", "runtime"]) as ctx:
-        run_select(ctx, args.init, args.out)
+        run_select(ctx, args.init, args.out, args.metrics)

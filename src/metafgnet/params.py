@@ -59,6 +59,9 @@ class DataParams:
     num_target_classes: NonNegInt = 0  # 0: take whatever the dataset has; else checked
     num_auxiliary_classes: NonNegInt = 0
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    # Seeds the validation split: a property of the data, not of a training run, so a sweep
+    # over the top-level ``seed`` keeps one split (and one ``prepare``).
+    split_seed: NonNegInt = 0
     image_size: Annotated[int, Field(ge=8)] = 32  # training/eval crop (paper: 224)
     resize: Annotated[int, Field(ge=8)] = 36  # shorter side before the eval crop (paper: 256)
     on_corrupt: Literal["fail", "skip"] = "fail"
@@ -101,6 +104,15 @@ class OptimParams:
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ValueError(f"milestones must be strictly increasing, got {self.milestones}")
         return self
+
+
+@_section
+class PretrainParams(OptimParams):
+    """Source pretraining (stage 1). It has its own seed: the paper starts from one fixed
+    pretrained source network, so a sweep over the top-level ``seed`` (the method's randomness)
+    shares one pretrained model."""
+
+    seed: NonNegInt = 0
 
 
 @_section
@@ -343,7 +355,7 @@ class Params:
     data: DataParams = dataclasses.field(default_factory=DataParams)
     synthetic: SyntheticParams = dataclasses.field(default_factory=SyntheticParams)
     model: ModelParams = dataclasses.field(default_factory=ModelParams)
-    pretrain: OptimParams = dataclasses.field(default_factory=OptimParams)
+    pretrain: PretrainParams = dataclasses.field(default_factory=PretrainParams)
     meta: MetaParams = dataclasses.field(default_factory=MetaParams)
     select: SelectParams = dataclasses.field(default_factory=SelectParams)
     finetune: OptimParams = dataclasses.field(default_factory=OptimParams)
@@ -382,7 +394,12 @@ _Loader.add_implicit_resolver(
 
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file with :class:`_Loader`."""
-    return yaml.load(Path(path).read_text(), Loader=_Loader)
+    return parse_yaml_text(Path(path).read_text())
+
+
+def parse_yaml_text(text: str) -> Any:
+    """Parse YAML text with :class:`_Loader`."""
+    return yaml.load(text, Loader=_Loader)
 
 
 class ParamsError(ValueError):

@@ -72,7 +72,7 @@ def screen_images(
 def prepare_manifests(params: Params, out_dir: Path) -> PreparedData:
     """Write the manifests of ``params.data`` to ``out_dir`` (replaced whole) and return them.
 
-    The validation split is seeded by the top-level ``params.seed``. Nothing is written if any
+    The validation split is seeded by ``data.split_seed``. Nothing is written if any
     check fails.
     """
     data = params.data
@@ -82,7 +82,7 @@ def prepare_manifests(params: Params, out_dir: Path) -> PreparedData:
     aux, _, aux_skipped = screen_images(auxiliary, Path(data.auxiliary_root), data, "auxiliary")
     if not test:
         raise DataError(f"target dataset at {data.target_root} has no test images")
-    train, val = split_validation(train, target.class_names, data.val_fraction, params.seed)
+    train, val = split_validation(train, target.class_names, data.val_fraction, data.split_seed)
     splits = {"train": train, "val": val, "test": test, "auxiliary": aux}
     skipped += aux_skipped
 
@@ -93,7 +93,7 @@ def prepare_manifests(params: Params, out_dir: Path) -> PreparedData:
             (tmp / name).write_text(text, encoding="utf-8")
             digests[name] = file_digest(tmp / name)
         index = {
-            "seed": params.seed,
+            "split_seed": data.split_seed,
             "val_fraction": data.val_fraction,
             "target": {
                 "dataset": data.target,

@@ -1,5 +1,6 @@
 """Evaluation of a trained network: top-1, mean per-class accuracy and the confusion matrix."""
 
+from metafgnet.evaluation.arms import ARM_METRICS, ARMS
 from metafgnet.evaluation.metrics import (
     confusion_matrix,
     evaluate,
@@ -9,6 +10,8 @@ from metafgnet.evaluation.metrics import (
 )
 
 __all__ = [
+    "ARMS",
+    "ARM_METRICS",
     "confusion_matrix",
     "evaluate",
     "head_logits",

@@ -1,29 +1,37 @@
-"""Image grids for eyeballing selection: the top- and bottom-scored auxiliary images."""
+"""Image grids for eyeballing selection: the top- and bottom-scored auxiliary images, labelled."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+import numpy as np
 from PIL import Image
-from torchvision.transforms.v2.functional import pil_to_tensor, resize
-from torchvision.utils import make_grid
 
-from metafgnet.io import atomic_path
+from metafgnet.reporting.plots import plt, save_figure
 
 
-def _load(path: Path, size: int) -> torch.Tensor:
+def _load(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as img:
-        return resize(pil_to_tensor(img.convert("RGB")), [size, size])  # (3, size, size) uint8
+        return np.asarray(img.convert("RGB").resize((size, size)))  # (size, size, 3) uint8
 
 
-def save_image_grid(out: Path, top: list[Path], bottom: list[Path], size: int = 48) -> None:
-    """One PNG: the ``top`` images in the upper rows, a blank row, then the ``bottom`` ones."""
-    nrow = 8
-    tiles = [_load(p, size) for p in top]
-    blank = torch.full((3, size, size), 255, dtype=torch.uint8)
-    tiles += [blank] * (-len(tiles) % nrow + nrow)  # pad the top block, then one blank row
-    tiles += [_load(p, size) for p in bottom]
-    grid = make_grid(torch.stack(tiles), nrow=nrow, padding=2, pad_value=255)  # (3, H, W)
-    with atomic_path(out) as tmp:
-        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+def save_image_grid(out: Path, top: list[tuple[Path, str]], bottom: list[tuple[Path, str]],
+                    size: int = 48, ncol: int = 8) -> None:
+    """One PNG in two labelled blocks: the ``top`` images (highest score first), then the
+    ``bottom`` ones (lowest score last); each tile is captioned with its label (the image's
+    family on the embedded benchmark, its class elsewhere)."""
+    blocks = [(f"top {len(top)} by selection score (highest first)", top),
+              (f"bottom {len(bottom)} by selection score (lowest last)", bottom)]
+    rows = [max(1, -(-len(items) // ncol)) for _, items in blocks]
+    fig = plt.figure(figsize=(1.25 * ncol, 1.45 * sum(rows) + 0.8))
+    for sub, (title, items), nrow in zip(fig.subfigures(2, 1, height_ratios=rows), blocks, rows,
+                                         strict=True):
+        sub.suptitle(title, fontsize=10, fontweight="bold")
+        axes = sub.subplots(nrow, ncol, squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.set_axis_off()
+            if i < len(items):
+                path, label = items[i]
+                ax.imshow(_load(Path(path), size))
+                ax.set_title(label, fontsize=7, pad=2)
+    save_figure(fig, out)

@@ -26,15 +26,36 @@ def _num(value: str):
         return value
 
 
-def _save(fig, out_stem: Path) -> list[Path]:
-    written = []
-    for ext in ("png", "svg"):
-        path = out_stem.with_suffix(f".{ext}")
+def save_figure(fig, *paths: Path) -> list[Path]:
+    """The figure to each path (format from its suffix), written atomically; closes it."""
+    for path in paths:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=110, bbox_inches="tight")
-        written.append(path)
+            fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return written
+    return list(paths)
+
+
+def _save(fig, out_stem: Path) -> list[Path]:
+    return save_figure(fig, out_stem.with_suffix(".png"), out_stem.with_suffix(".svg"))
+
+
+def plot_score_distribution(groups: dict[str, np.ndarray], title: str,
+                            out_stem: Path) -> list[Path]:
+    """Selection scores per group (auxiliary family, or class): one box per group, sorted by
+    median, with every image as a dot."""
+    names = sorted(groups, key=lambda n: float(np.median(groups[n])) if len(groups[n]) else 0.0)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.32 * len(names) + 2), 3.4))
+    data = [np.asarray(groups[n], dtype=float) for n in names]
+    ax.boxplot(data, showfliers=False)
+    rng = np.random.default_rng(0)  # jitter only
+    for i, values in enumerate(data, start=1):
+        ax.scatter(i + rng.uniform(-0.18, 0.18, len(values)), values, s=3, alpha=0.35)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=60 if len(names) > 8 else 0,
+                  ha="right" if len(names) > 8 else "center", fontsize=7)
+    ax.set_ylabel("selection score")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, out_stem)
 
 
 def plot_curves(series: dict[str, list[dict]], x: str, ys: list[str], title: str,

@@ -1,7 +1,8 @@
 """The Markdown report: every arm side by side, selection figures, curves, references.
 
-Published reference numbers (SPEC.md) are shown beside measured ones only for the paper's
-target (CUB-200-2011); they come from the authors' code comments, the last one unconfirmed.
+Published reference numbers (``docs/method.md``) are shown beside measured ones only for the
+paper's target (CUB-200-2011); they come from the authors' code comments, the last one
+unconfirmed.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from metafgnet.evaluation import ARMS
 from metafgnet.io import read_json, write_text
 from metafgnet.reporting.plots import plot_confusion, plot_curves, read_tsv
+from metafgnet.reporting.summary import META_STAGES
 
-ARMS = ("finetune", "joint", "metafgnet", "metafgnet_selected")
-REFERENCES = {  # CUB-200-2011 test top-1 (%), SPEC.md
+REFERENCES = {  # CUB-200-2011 test top-1 (%), see docs/method.md
     "metafgnet (after meta-training, target head)": ("85.795", "authors' code comment"),
     "metafgnet": ("87.17", "authors' code comment"),
     "metafgnet_selected": ("~87.6", "paper headline, unconfirmed"),
@@ -48,25 +50,50 @@ def _confusion(predictions: Path) -> tuple[np.ndarray, list[str]]:
     return conf, names
 
 
-def build_report(results: Path, models: Path, out: Path, target: str) -> Path:
+def _selection(select: dict) -> list[str]:
+    lines = ["## Auxiliary sample selection", "",
+             f"- kept {select['selected_images']} of {select['auxiliary_images']} auxiliary "
+             f"images ({_pct(select['selected_fraction'])} %)"]
+    if "roc_auc" in select:
+        lines += [
+            f"- ROC AUC of the selection score, related vs unrelated auxiliary classes: "
+            f"{select['roc_auc']:.3f} (0.5 is chance; independent of the selection criterion)",
+            f"- precision at k = number of related images: "
+            f"{_pct(select['precision_at_related'])} % (also independent of the criterion)",
+            f"- precision of the kept set: {_pct(select['selection_precision'])} % against a "
+            f"related base rate of {_pct(select['related_base_rate'])} % (bounded by the "
+            "criterion: keeping a fraction r of the images caps it at base rate / r)"]
+    by = "family" if "roc_auc" in select else "class"
+    return lines + ["", f"Score distribution per auxiliary {by}:", "",
+                    "![scores](../select/score_distribution.png)", "",
+                    f"Top and bottom scored images, captioned with their {by}:", "",
+                    "![top and bottom scored](../select/top_bottom.png)", ""]
+
+
+def _cost(metrics_dir: Path) -> list[str]:
+    lines = ["## Meta-training cost", "",
+             "| stage | s / meta-iteration (median) | images/s (median) | peak memory (MiB) |",
+             "|---|---:|---:|---:|"]
+    for stage in META_STAGES:
+        cost = read_json(metrics_dir / f"{stage}.json").get("cost", {})
+        memory = f"{cost.get('peak_memory_mib', float('nan')):.1f} ({cost.get('memory', '?')})"
+        lines.append(f"| {stage} | {cost.get('seconds_per_iter', float('nan')):.4f} | "
+                     f"{cost.get('images_per_s', float('nan')):.1f} | {memory} |")
+    return lines + [""]
+
+
+def build_report(results: Path, models: Path, metrics_dir: Path, out: Path, target: str) -> Path:
     """Render plots into ``out`` and write ``out/report.md``; returns the report path."""
-    metrics = read_json(results / "evaluate" / "metrics.json")
+    metrics = read_json(metrics_dir / "evaluate.json")
     best = read_json(results / "evaluate" / "best.json")["best_arm"]
-    select = read_json(results / "select" / "metrics.json")
+    select = read_json(metrics_dir / "select.json")
     lines = ["# MetaFGNet reproduction report", "",
              f"Target: `{target}`. Every arm's model was chosen on the validation split; "
              "test is reported once.", "", "## Arms", "", *_arm_table(metrics, best), ""]
 
-    lines += ["## Auxiliary sample selection", "",
-              f"- kept {select['selected_images']} of {select['auxiliary_images']} auxiliary "
-              f"images ({_pct(select['selected_fraction'])} %)"]
-    if "selection_precision" in select:
-        lines.append(f"- selection precision (share of kept images from related classes): "
-                     f"{_pct(select['selection_precision'])} % against a related base rate of "
-                     f"{_pct(select['related_base_rate'])} %")
-    lines += ["", "![top and bottom scored](../select/top_bottom.png)", ""]
+    lines += _selection(select) + _cost(metrics_dir)
 
-    meta = {s: read_tsv(models / s / "curves.tsv") for s in ("meta_train", "meta_train_selected")}
+    meta = {s: read_tsv(models / s / "curves.tsv") for s in META_STAGES}
     plot_curves(meta, "step", ["inner_loss", "meta_loss", "aux_loss"], "meta-training",
                 out / "meta_training")
     tune = {a: read_tsv(models / "finetune" / a / "curves.tsv") for a in ARMS}

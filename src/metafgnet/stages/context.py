@@ -72,17 +72,18 @@ class StageContext:
     dist: DistContext
     checkpoint_dir: Path  # outside every DVC out: DVC deletes outs before a stage runs
 
-    def train_kwargs(self, *inputs: Path) -> dict:
+    def train_kwargs(self, *inputs: Path, seed: int | None = None) -> dict:
         """Keyword arguments every training loop takes, decided once for the stage.
 
         ``inputs`` (the init model, a selection file) are fingerprinted with the declared
         params and the data digest, so a checkpoint left by an earlier configuration or an
-        earlier upstream result is refused instead of resumed.
+        earlier upstream result is refused instead of resumed. ``seed``: default the top-level
+        ``seed`` (source pretraining passes its own).
         """
         p = self.params
         fingerprint = {"params": p.declared(), "data": self.data.digest,
                        **{str(path): file_digest(path) for path in inputs}}
-        return {"device": self.device, "seed": p.seed, "loader_kwargs": self.loader_kwargs,
+        return {"device": self.device, "seed": p.seed if seed is None else seed, "loader_kwargs": self.loader_kwargs,
                 "autocast": make_autocast(p.runtime, self.device), "dist": self.dist,
                 "checkpoint_dir": self.checkpoint_dir,
                 "checkpoint_every": p.runtime.checkpoint_every,
@@ -125,13 +126,16 @@ def _configure_logging() -> None:
 
 
 @contextlib.contextmanager
-def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True) -> Iterator[StageContext]:
+def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
+               lineage: bool = False) -> Iterator[StageContext]:
     """Load params, set up the runtime once, open the stage's tracking run.
 
     ``sections`` are the params sections the stage declares in ``dvc.yaml``; ``tracking`` is
     always readable (it says where results are logged, never what they are). With
     ``runtime.nproc > 1`` the stage re-executes itself under ``torchrun``; rank 0 alone logs,
     writes outputs and checkpoints. A SIGTERM during training checkpoints and exits 143.
+    ``lineage``: the stage's run logs every params section (see
+    :func:`metafgnet.tracking.stage_run`); the stage still reads only ``sections``.
     """
     audit.start()
     _configure_logging()
@@ -144,7 +148,7 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True) -
         data = load_prepared(PREPARED) if needs_data else None
         run_cm = (stage_run(name, params, sections, tracking=params.tracking,
                             data_digest=data.digest if data is not None else None,
-                            device=str(device))
+                            device=str(device), lineage=lineage)
                   if dist.is_main else contextlib.nullcontext(NullRun(name)))
         with run_cm as run:
             yield StageContext(name, DeclaredParams(params, sections), device, data, run,

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from metafgnet.checkpoints import load_model
 from metafgnet.distributed import sharded_evaluate
+from metafgnet.evaluation import ARMS
 from metafgnet.io import write_json, write_text, write_tsv
 from metafgnet.stages.context import StageContext
 
-ARMS = ("finetune", "joint", "metafgnet", "metafgnet_selected")
 
-
-def run_evaluate(ctx: StageContext, models: Path, out: Path) -> dict:
+def run_evaluate(ctx: StageContext, models: Path, out: Path, metrics_path: Path) -> dict:
+    """Every arm on val and test; ``metrics_path`` (git-tracked, compared by ``dvc exp show``)
+    gets ``{arm: {val_top1, test_top1, test_mean_class_acc}}``, the run ``<metric>/<arm>``."""
     val_ds, test_ds = ctx.target("val", None), ctx.target("test", None)
     metrics, confusions = {}, {}
     for arm in ARMS:
@@ -27,8 +28,8 @@ def run_evaluate(ctx: StageContext, models: Path, out: Path) -> dict:
         metrics[arm] = {"val_top1": val["top1"], "test_top1": test["top1"],
                         "test_mean_class_acc": test["mean_class_acc"]}
         confusions[arm] = test
-        for key, value in metrics[arm].items():
-            ctx.run.log_metrics({f"{arm}.{key}": value}, step=0)
+        ctx.run.log_metrics({f"{key}/{arm}": value for key, value in metrics[arm].items()},
+                            step=0)
     if not ctx.dist.is_main:
         return metrics
     best = max(ARMS, key=lambda a: (metrics[a]["val_top1"], -ARMS.index(a)))
@@ -37,9 +38,9 @@ def run_evaluate(ctx: StageContext, models: Path, out: Path) -> dict:
             for y, p in zip(confusions[best]["labels"], confusions[best]["predictions"], strict=True)]
     write_tsv(out / "predictions.tsv", rows)
     _write_confusion_csv(out / "confusion.csv", rows)
-    write_json(out / "metrics.json", metrics)
+    write_json(metrics_path, metrics)
     write_json(out / "best.json", {"best_arm": best, "chosen_on": "val_top1"})
-    ctx.run.log_artifact(out / "metrics.json")
+    ctx.run.log_artifact(metrics_path)
     ctx.run.set_tags({"best_arm": best})
     if ctx.tracking.log_models:  # the best arm under a stable registered name, alias -> newest
         model, _ = load_model(models / best / "model.pt")

@@ -1,30 +1,42 @@
-"""SPEC stage 3: score every auxiliary image with the meta-trained model and keep the best."""
+"""Stage 3: score every auxiliary image with the meta-trained model and keep the best."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from metafgnet.checkpoints import load_model
 from metafgnet.distributed import sharded_score_auxiliary
 from metafgnet.io import atomic_path, write_json, write_tsv
 from metafgnet.reporting.grids import save_image_grid
-from metafgnet.selection import select, selected_class_counts
+from metafgnet.reporting.plots import plot_score_distribution
+from metafgnet.selection import select, selected_class_counts, selection_quality
 from metafgnet.stages.context import StageContext
 
 
-def related_truth(auxiliary_root: Path) -> dict[str, bool] | None:
-    """Synthetic benchmark only: class name -> related to the target family (never trained on)."""
+def auxiliary_truth(auxiliary_root: Path) -> dict[str, tuple[str, bool]] | None:
+    """Embedded benchmark only: class name -> (family, related to the target family); never
+    trained on. None for real data."""
     path = Path(auxiliary_root).parent / "auxiliary_truth.csv"
     if not path.is_file():
         return None
     with path.open() as fh:
-        return {row["class_name"]: row["related"] == "1" for row in csv.DictReader(fh)}
+        return {row["class_name"]: (row["family"], row["related"] == "1")
+                for row in csv.DictReader(fh)}
 
 
-def run_select(ctx: StageContext, init: Path, out: Path, grid_size: int = 32) -> dict:
+def run_select(ctx: StageContext, init: Path, out: Path, metrics_path: Path,
+               grid_size: int = 32) -> dict:
+    """Stage 3: score, keep, and judge the selection.
+
+    Writes ``selected.csv``, ``scores.tsv``, the labelled top/bottom grid and the score
+    distribution per auxiliary family (with ground truth) or per class (without) under ``out``,
+    and the metrics (kept fraction; with ground truth also ROC AUC and precision at k,
+    :mod:`metafgnet.selection.quality`) to ``metrics_path``.
+    """
     p = ctx.params
     model, _ = load_model(init / "model.pt", ctx.device)
     records = ctx.data.auxiliary
@@ -48,17 +60,29 @@ def run_select(ctx: StageContext, init: Path, out: Path, grid_size: int = 32) ->
     metrics = {"selected_fraction": float(keep.float().mean()), "selected_images": int(keep.sum()),
                "auxiliary_images": len(records),
                "classes_emptied": int((counts == 0).sum())}
-    truth = related_truth(ctx.data.auxiliary_root)
+    class_names = [ctx.data.auxiliary_classes[r.label] for r in records]
+    truth = auxiliary_truth(ctx.data.auxiliary_root)
     if truth is not None:
-        related = torch.tensor([truth[ctx.data.auxiliary_classes[r.label]] for r in records])
-        metrics["related_base_rate"] = float(related.float().mean())
-        metrics["selection_precision"] = float(related[keep].float().mean()) if keep.any() else 0.0
-    write_json(out / "metrics.json", metrics)
+        related = torch.tensor([truth[name][1] for name in class_names])
+        metrics.update(selection_quality(scores, keep, related))
+        groups = [f"{truth[name][0]}{'' if truth[name][1] else ' (unrelated)'}"
+                  for name in class_names]
+        by = "family"
+    else:
+        groups, by = class_names, "class"
+    write_json(metrics_path, metrics)
 
-    order = torch.argsort(scores, descending=True, stable=True)
-    paths = [Path(ctx.data.auxiliary_root) / records[i].path for i in order.tolist()]
-    save_image_grid(out / "top_bottom.png", paths[:grid_size], paths[-grid_size:])
-    for name in ("metrics.json", "top_bottom.png"):
+    score_list = scores.tolist()
+    per_group: dict[str, list[float]] = {}
+    for group, score in zip(groups, score_list, strict=True):
+        per_group.setdefault(group, []).append(score)
+    plot_score_distribution({g: np.asarray(v) for g, v in per_group.items()},
+                            f"selection scores per auxiliary {by}", out / "score_distribution")
+    order = torch.argsort(scores, descending=True, stable=True).tolist()
+    tiles = [(Path(ctx.data.auxiliary_root) / records[i].path, groups[i]) for i in order]
+    save_image_grid(out / "top_bottom.png", tiles[:grid_size], tiles[-grid_size:])
+    for name in ("top_bottom.png", "score_distribution.png"):
         ctx.run.log_artifact(out / name)
-    ctx.run.log_metrics({k: float(v) for k, v in metrics.items()}, step=0)
+    ctx.run.log_artifact(metrics_path)
+    ctx.run.log_metrics({f"selection/{k}": float(v) for k, v in metrics.items()}, step=0)
     return metrics

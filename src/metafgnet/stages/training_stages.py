@@ -25,16 +25,22 @@ from metafgnet.training import (
     pretrain,
     remove_checkpoints,
 )
+from metafgnet.training.cost import PeakMemory, loop_cost
 
 
 def _write_outputs(ctx: StageContext, out: Path, model, arch: dict, curves: list[dict],
-                   metrics: dict) -> None:
-    """Rank 0 writes the declared outputs; the stage's checkpoints are then dropped."""
+                   metrics: dict, metrics_path: Path | None = None) -> None:
+    """Rank 0 writes the declared outputs; the stage's checkpoints are then dropped.
+
+    ``metrics_path``: where the metrics go (default ``out/metrics.json``); the meta-training
+    stages write theirs to small git-tracked files that ``dvc exp show`` compares.
+    """
     if ctx.dist.is_main:
+        metrics_path = metrics_path or out / "metrics.json"
         save_model(out / "model.pt", model, arch, ctx.params.declared(), ctx.name, metrics=metrics)
         write_tsv(out / "curves.tsv", curves)
-        write_json(out / "metrics.json", metrics)
-        ctx.run.log_artifact(out / "metrics.json")
+        write_json(metrics_path, metrics)
+        ctx.run.log_artifact(metrics_path)
         ctx.run.log_artifact(out / "curves.tsv")
         if ctx.tracking.log_models:
             sample = ctx.target("val", None)[0][0].unsqueeze(0)  # (1, C, H, W)
@@ -56,7 +62,7 @@ def run_pretrain(ctx: StageContext, out: Path) -> dict:
     model = build_model(p.model, len(ctx.data.target_classes), len(ctx.data.auxiliary_classes))
     model = prepare_model(model, p.runtime, ctx.device)
     curves = pretrain(model, ctx.auxiliary("random_resized_crop"), p.pretrain,
-                      on_epoch=ctx.log_step, **ctx.train_kwargs())
+                      on_epoch=ctx.log_step, **ctx.train_kwargs(seed=p.pretrain.seed))
     metrics = {k: v for k, v in curves[-1].items() if k != "epoch"}
     _write_outputs(ctx, out, model, to_dict(p.model), curves, metrics)
     return metrics
@@ -68,11 +74,13 @@ def read_selection(path: Path) -> list[Record]:
         return [Record(row["path"], int(row["label"])) for row in csv.DictReader(fh)]
 
 
-def run_meta_train(ctx: StageContext, init: Path, out: Path, selection: Path | None = None) -> dict:
-    """SPEC stages 2 and 4: MetaFGNet on all (or the selected) auxiliary data, fresh target head.
+def run_meta_train(ctx: StageContext, init: Path, out: Path, metrics_path: Path,
+                   selection: Path | None = None) -> dict:
+    """Stages 2 and 4: MetaFGNet on all (or the selected) auxiliary data, fresh target head.
 
     On a selected subset the iteration count and the milestones are scaled by the kept fraction
-    (SPEC stage 4: "iteration count scaled to the subset size").
+    (stage 4: "iteration count scaled to the subset size"). The metrics carry the loop's cost
+    (:mod:`metafgnet.training.cost`): what ``meta.order`` costs is read beside what it buys.
     """
     p = ctx.params
     model, arch = _load(ctx, init)
@@ -82,15 +90,19 @@ def run_meta_train(ctx: StageContext, init: Path, out: Path, selection: Path | N
     iterations = max(1, round(p.meta.iterations * fraction))
     milestones = [max(1, round(m * fraction)) for m in p.meta.milestones]
     inputs = [init / "model.pt"] + ([] if selection is None else [selection])
-    curves = meta_train(model, ctx.target("train", "random_resized_crop"),
-                        ctx.auxiliary("random_resized_crop", records), p.meta,
-                        iterations=iterations, milestones=milestones, on_step=ctx.log_step,
-                        **ctx.train_kwargs(*inputs))
+    with PeakMemory(ctx.device) as memory:
+        curves = meta_train(model, ctx.target("train", "random_resized_crop"),
+                            ctx.auxiliary("random_resized_crop", records), p.meta,
+                            iterations=iterations, milestones=milestones, on_step=ctx.log_step,
+                            **ctx.train_kwargs(*inputs))
     val = sharded_evaluate(model, ctx.target("val", None), dist=ctx.dist, device=ctx.device,
                            batch_size=256, loader_kwargs=ctx.loader_kwargs)
     metrics = {"val_top1": val["top1"], "iterations": iterations, "aux_images": len(records),
-               **{f"final_{k}": v for k, v in curves[-1].items() if k.endswith("loss")}}
-    _write_outputs(ctx, out, model, arch, curves, metrics)
+               **{f"final_{k}": v for k, v in curves[-1].items() if k.endswith("loss")},
+               "cost": loop_cost(curves, memory)}
+    ctx.run.log_metrics({f"cost/{k}": v for k, v in metrics["cost"].items()
+                         if isinstance(v, float)})
+    _write_outputs(ctx, out, model, arch, curves, metrics, metrics_path)
     return metrics
 
 

@@ -97,13 +97,34 @@ def git_revision(cwd: str | Path | None = None) -> str | None:
 
 
 def git_dirty(cwd: str | Path | None = None) -> bool | None:
-    """Whether tracked files differ from the commit, ignoring ``dvc.lock``.
+    """Whether tracked files differ from the commit, ignoring what the pipeline writes.
 
-    DVC rewrites ``dvc.lock`` after every stage, so counting it would mark every stage after
-    the first as dirty. ``params.yaml`` edited by ``dvc exp run -S`` does count.
+    DVC rewrites ``dvc.lock`` after every stage, and stages write the git-tracked metrics
+    files under ``metrics/``, so counting them would mark every later stage as dirty.
+    ``params.yaml`` edited by ``dvc exp run -S`` does count.
     """
     out = _git(
-        ["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude,glob)**/dvc.lock"],
+        ["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude,glob)**/dvc.lock",
+         ":(exclude,glob)metrics/**"],
         cwd,
     )
     return None if out is None else bool(out)
+
+
+def params_overrides(params_file: str | Path = "params.yaml",
+                     cwd: str | Path | None = None) -> dict[str, str]:
+    """What this execution's params change against its baseline commit, as dotted keys.
+
+    The baseline is ``DVC_EXP_BASELINE_REV`` in a DVC experiment, else ``HEAD``: after
+    ``dvc exp run -S meta.order=first`` this is ``{"meta.order": "first"}``. Empty when the
+    params equal the committed ones, or outside git.
+    """
+    from metafgnet.params import flatten, parse_yaml_text, read_yaml
+
+    rev = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
+    committed = _git(["show", f"{rev}:{Path(params_file).as_posix()}"], cwd)
+    path = Path(cwd or ".") / params_file
+    if committed is None or not path.is_file():
+        return {}
+    base, now = flatten(parse_yaml_text(committed) or {}), flatten(read_yaml(path) or {})
+    return {k: str(v) for k, v in now.items() if k not in base or base[k] != v}

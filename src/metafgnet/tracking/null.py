@@ -27,6 +27,10 @@ class NullRun:
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def flush(self) -> None: ...
 
+    def summarise_execution(self, metrics: Mapping[str, float], tags: Mapping[str, str],
+                            stages: list[str]) -> None:
+        return None
+
     def log_model(self, model, name: str, input_example: Any):
         return None
 

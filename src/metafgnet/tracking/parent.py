@@ -31,8 +31,12 @@ def _search(client, experiment_id: str, execution: str) -> list:
 
 
 def parent_name(tags: dict[str, str]) -> str:
-    return tags.get(record.DVC_EXP_NAME) or "-".join(
+    """The DVC experiment's name (else ``<git rev>-<YYYYmmdd-HHMMSS>``), then what differs
+    from the baseline commit: ``first-order meta.order=first``; ``... baseline`` when
+    nothing does."""
+    name = tags.get(record.DVC_EXP_NAME) or "-".join(
         filter(None, [tags.get(record.GIT_COMMIT, "")[:7], time.strftime("%Y%m%d-%H%M%S")]))
+    return f"{name} {tags.get(record.OVERRIDES) or 'baseline'}"
 
 
 def find_or_create_parent(session, params: dict[str, str], tags: dict[str, str]) -> str:

@@ -12,7 +12,12 @@ from typing import Any
 
 import metafgnet
 from metafgnet.params import Params, flatten, to_dict
-from metafgnet.tracking.execution import execution_id, git_dirty, git_revision
+from metafgnet.tracking.execution import (
+    execution_id,
+    git_dirty,
+    git_revision,
+    params_overrides,
+)
 
 # Tag keys (searchable as tags.`<key>` in the MLflow UI and client).
 ROLE = "metafgnet.role"  # "pipeline" (the parent of one execution) or "stage"
@@ -24,10 +29,13 @@ DEVICE = "device"
 DATA_DIGEST = "data.manifest_digest"
 DVC_EXP_NAME = "dvc.exp_name"
 DVC_BASELINE = "dvc.exp_baseline_rev"
+OVERRIDES = "params.overrides"  # what differs from the baseline commit: "meta.order=first"
 GIT_COMMIT = "git.commit"
 GIT_DIRTY = "git.dirty"
 OFFLINE = "tracking.offline"
 INTENDED_URI = "tracking.intended_uri"
+STAGES_RAN = "stages.ran"  # parent: pipeline stages this execution ran ...
+STAGES_REUSED = "stages.reused"  # ... and those whose outputs DVC reused
 ERROR = "error"
 FAILED_STAGE = "failed_stage"
 
@@ -79,6 +87,11 @@ def source_tags() -> dict[str, str]:
     return tags
 
 
+def format_overrides(overrides: dict[str, str]) -> str:
+    """``{"meta.order": "first", "seed": "1"}`` -> ``"meta.order=first seed=1"``."""
+    return " ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+
+
 def provenance_tags(params: Params, data_digest: str | None = None,
                     device: str | None = None) -> dict[str, str]:
     """Tags shared by parent and child runs: code, DVC experiment, seed, device, data."""
@@ -92,7 +105,27 @@ def provenance_tags(params: Params, data_digest: str | None = None,
         DVC_BASELINE: os.environ.get("DVC_EXP_BASELINE_REV", ""),
         GIT_COMMIT: rev or "",
         GIT_DIRTY: "" if dirty is None else str(dirty).lower(),
+        OVERRIDES: format_overrides(params_overrides()),
     }
     if data_digest:
         tags[DATA_DIGEST] = data_digest
     return {k: v for k, v in tags.items() if v != ""}
+
+
+def execution_note(parent_tags: dict[str, str], ran: list[str], reused: list[str],
+                   metrics: dict[str, float], tags: dict[str, str]) -> str:
+    """The parent run's description (Markdown): what differs from the baseline, what ran,
+    what was reused, and the headline."""
+    base = (parent_tags.get(DVC_BASELINE) or parent_tags.get(GIT_COMMIT, ""))[:7] or "?"
+    overrides = parent_tags.get(OVERRIDES)
+    exp = parent_tags.get(DVC_EXP_NAME)
+    lines = [f"**{overrides or 'no params changed'}** against baseline commit `{base}`"
+             + (f" (DVC experiment `{exp}`)" if exp else "") + ".", "",
+             f"Ran: {', '.join(ran) or 'nothing'}.",
+             f"Reused from earlier executions (read from their DVC outputs): "
+             f"{', '.join(reused) or 'nothing'}.", ""]
+    if "best_arm" in tags:
+        best = tags["best_arm"]
+        lines.append(f"Best arm on validation: `{best}`, test top-1 "
+                     f"{100 * metrics.get(f'test_top1/{best}', float('nan')):.2f} %.")
+    return "\n".join(lines)

@@ -188,6 +188,38 @@ class Recorder:
         # without this it lands in experiment 0, under a relative ./mlruns of the cwd
         os.environ["MLFLOW_EXPERIMENT_ID"] = session.experiment_id
 
+    def summarise_execution(self, metrics: dict[str, float], tags: dict[str, str],
+                            stages: list[str]) -> dict[str, list[str]]:
+        """Put the headline of the pipeline state on the execution's parent run.
+
+        ``metrics`` and ``tags`` (:mod:`metafgnet.reporting.summary`) go on the parent with
+        ``pipeline/wall_s`` (from the parent's start) and the pipeline ``stages`` that ran in
+        this execution (its child runs) or were reused from earlier ones; its description
+        says what differs from the baseline. Returns ``{"ran": [...], "reused": [...]}``.
+        """
+        import time
+
+        from mlflow.entities import Metric, RunTag
+
+        client, parent_id = self._client, self._parent_id
+        parent = client.get_run(parent_id)
+        children = client.search_runs(
+            [self._session.experiment_id], max_results=1000,
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        done = {c.data.tags.get(record.STAGE) for c in children}
+        ran = [s for s in stages if s in done]
+        reused = [s for s in stages if s not in done]
+        now = int(time.time() * 1000)
+        values = {**metrics, "pipeline/wall_s": (now - parent.info.start_time) / 1000,
+                  "pipeline/stages_ran": len(ran), "pipeline/stages_reused": len(reused)}
+        note = record.execution_note(parent.data.tags, ran, reused, metrics, tags)
+        all_tags = {**tags, record.STAGES_RAN: " ".join(ran),
+                    record.STAGES_REUSED: " ".join(reused), "mlflow.note.content": note}
+        client.log_batch(parent_id,
+                         metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
+                         tags=[RunTag(k, v) for k, v in all_tags.items()])
+        return {"ran": ran, "reused": reused}
+
     # -- ending ----------------------------------------------------------------------------
 
     def _end(self, status: str) -> None:

@@ -187,6 +187,16 @@ class StageRun:
         return self._ready().register_model(model_uri, name or self._tracking.registered_model,
                                             alias, {**tags, record.STAGE: self.stage})
 
+    def summarise_execution(self, metrics: Mapping[str, float], tags: Mapping[str, str],
+                            stages: Sequence[str]) -> dict[str, list[str]]:
+        """The pipeline's headline metrics (and ``tags``) on the execution's parent run, with
+        the stages that ran and those reused
+        (:meth:`~metafgnet.tracking.recorder.Recorder.summarise_execution`)."""
+        self.flush()
+        return self._ready().summarise_execution(
+            {str(k): float(v) for k, v in metrics.items()},
+            {str(k): str(v) for k, v in tags.items()}, list(stages))
+
     # -- ending ----------------------------------------------------------------------------
 
     def _finish(self) -> None:
@@ -238,6 +248,7 @@ def stage_run(
     device: str | None = None,
     system_metrics: bool | None = None,
     root: str | Path | None = None,
+    lineage: bool = False,
 ) -> Iterator[StageRun | NullRun]:
     """Track one stage as a child of its execution's parent run (module docstring).
 
@@ -245,7 +256,9 @@ def stage_run(
     ``tracking``: defaults to ``params.tracking``. ``data_digest``: digest of the data manifest.
     ``device``: the resolved device (default ``params.runtime.device``). ``system_metrics``:
     default on for training stages when ``tracking.system_metrics``. ``root``: repository root
-    for the local store (default: ``DVC_ROOT``, git top level, cwd).
+    for the local store (default: ``DVC_ROOT``, git top level, cwd). ``lineage``: log every
+    params section, not only ``sections``: for stages whose results the whole upstream shaped
+    (``evaluate``, ``report``), so ``params.meta.order = 'first'`` finds them.
 
     Raises :class:`~metafgnet.tracking.uri.TrackingUnavailable` before any work when the
     tracking server does not answer (unless ``tracking.offline``), and
@@ -256,6 +269,8 @@ def stage_run(
         yield NullRun(stage)
         return
     child_params = record.stage_params(params, sections)  # bad section names fail first
+    if lineage:
+        child_params = record.all_params(params)
     root = Path(root).resolve() if root is not None else repo_root()
     target = resolve_target(tracking, root)
     tags = record.provenance_tags(params, data_digest, device)
