@@ -1,4 +1,4 @@
-"""The ``metafgnet`` command: params checks, presets, the synthetic benchmark, tuning, seed sweeps."""
+"""The ``metafgnet`` command: params checks, presets, the synthetic benchmark, tuning, comparisons over seeds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from metafgnet import sweeps
+from metafgnet.compare import cli as compare_cli
 from metafgnet.io import write_yaml
 from metafgnet.params import ParamsError, load_params, to_dict
 from metafgnet.tuning import cli as tuning_cli
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True)
     gen.set_defaults(func=_generate)
 
-    sweeps.register(sub)
+    compare_cli.register(sub)
     tuning_cli.register(sub)
     return parser
 

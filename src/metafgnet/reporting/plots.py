@@ -14,6 +14,9 @@ import numpy as np  # noqa: E402
 from metafgnet.io import atomic_path  # noqa: E402
 
 
+MAX_GROUPS_SHOWN = 20
+
+
 def read_tsv(path: Path) -> list[dict[str, float]]:
     with Path(path).open() as fh:
         return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(fh, delimiter="\t")]
@@ -42,8 +45,11 @@ def _save(fig, out_stem: Path) -> list[Path]:
 def plot_score_distribution(groups: dict[str, np.ndarray], title: str,
                             out_stem: Path) -> list[Path]:
     """Selection scores per group (auxiliary family, or class): one box per group, sorted by
-    median, with every image as a dot."""
+    median, with every image as a dot; with many groups only both ends are drawn."""
     names = sorted(groups, key=lambda n: float(np.median(groups[n])) if len(groups[n]) else 0.0)
+    if len(names) > 2 * MAX_GROUPS_SHOWN:  # e.g. ImageNet's 1,000 classes: both ends only
+        names = names[:MAX_GROUPS_SHOWN] + names[-MAX_GROUPS_SHOWN:]
+        title += f" ({MAX_GROUPS_SHOWN} lowest and highest medians of {len(groups)})"
     fig, ax = plt.subplots(figsize=(max(4.5, 0.32 * len(names) + 2), 3.4))
     data = [np.asarray(groups[n], dtype=float) for n in names]
     ax.boxplot(data, showfliers=False)
