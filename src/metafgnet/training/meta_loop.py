@@ -67,7 +67,7 @@ from torch.utils.data import Dataset
 
 from metafgnet.distributed import SINGLE, DistContext, check_divisible, sync_step
 from metafgnet.distributed.collectives import float_buffers, module_state_tensors
-from metafgnet.meta import Batch, meta_gradients
+from metafgnet.meta import Batch, MetaGradients, meta_gradients
 from metafgnet.params import MetaParams, to_dict
 from metafgnet.training.batches import BatchStream, pair_stream, to_device
 from metafgnet.training.checkpointing import (
@@ -205,6 +205,7 @@ def meta_step(
     autocast: AutocastFactory = contextlib.nullcontext,
     dist: DistContext = SINGLE,
     stop_requested: bool = False,
+    gradient_fn: Callable[..., MetaGradients] | None = None,
 ) -> tuple[dict[str, float], bool]:
     """Steps 3-8 of one meta-iteration (module docstring), as :func:`meta_train` runs them.
 
@@ -214,18 +215,21 @@ def meta_step(
     BatchNorm running statistics by ``meta.running_stats``). Returns the finite-checked,
     rank-averaged scalars of the step (losses, ``target_acc``, gradient norms) and whether any
     rank asked to stop. Raises :class:`~metafgnet.training.monitor.NonFiniteError` (step
-    ``step``) before any weight changes.
+    ``step``) before any weight changes. ``gradient_fn`` computes step 3 with the signature of
+    :func:`~metafgnet.meta.meta_gradients` (``None``: that function); benchmarks swap in other libraries'
+    meta-gradients to time them inside the same iteration.
     """
     t_i, t_j, s_batch = batches
     target_net, source_net = model.target_net(), model.source_net()
     target_names = [n for n, p in target_net.named_parameters() if p.requires_grad]
     # 3. meta-gradient on θ^t (pure; moves running stats only under inner_pass)
+    gradient_fn = gradient_fn or meta_gradients
     with autocast():
-        mg = meta_gradients(target_net, t_i, t_j, inner_lr, order=meta.order,
-                            params=target_names, return_losses=True,
-                            update_running_stats=meta.running_stats == "inner_pass",
-                            reduce=dist.all_reduce_mean if dist.enabled else None,
-                            micro_batch=meta.micro_batch)
+        mg = gradient_fn(target_net, t_i, t_j, inner_lr, order=meta.order,
+                         params=target_names, return_losses=True,
+                         update_running_stats=meta.running_stats == "inner_pass",
+                         reduce=dist.all_reduce_mean if dist.enabled else None,
+                         micro_batch=meta.micro_batch)
     # 4. T_j at θ, no grad: target_acc; moves running stats only under extra_forward
     target_acc = _batch_accuracy(target_net, t_j, autocast,
                                  move_stats=meta.running_stats == "extra_forward")
