@@ -18,6 +18,7 @@ and double backward included) is a load-independent cost of the warm-up iteratio
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -175,12 +176,14 @@ def spawn(script: str, job: dict, threads: int) -> dict | list | None:
     raise RuntimeError(f"worker failed for {job}:\n{tail}")
 
 
-def worker_main(argv: list[str], run: Callable[[dict], object]) -> bool:
-    """If ``argv`` is ``--worker <json>``, print ``RECORD <run(job)>`` and return True."""
+def parser_or_worker(argv: list[str] | None, run: Callable[[dict], object], doc: str):
+    """In a worker (``argv`` = ``--worker <json>``): print ``RECORD <run(job)>`` and return
+    None. Otherwise the script's ``ArgumentParser`` (described by ``doc``'s first line)."""
+    argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--worker":
         print("RECORD " + json.dumps(run(json.loads(argv[1]))), flush=True)
-        return True
-    return False
+        return None
+    return argparse.ArgumentParser(description=doc.split("\n")[0])
 
 
 def machine_facts(threads: int) -> dict:

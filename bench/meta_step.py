@@ -25,7 +25,6 @@ configuration round-robin in one fresh process, peak memory in a fresh process p
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import sys
@@ -42,12 +41,12 @@ from harness import (
     machine_facts,
     make_batches,
     make_model,
+    parser_or_worker,
     peak_memory,
     rel_err,
     spawn,
     time_fields,
     time_round_robin,
-    worker_main,
 )
 from metafgnet.training import build_meta_optimizer, meta_step
 
@@ -235,10 +234,9 @@ def configs(args) -> list[dict]:
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if worker_main(argv, run_worker):
+    ap = parser_or_worker(argv, run_worker, __doc__)
+    if ap is None:
         return
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", type=Path, help="write the records (a JSON list) here")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads per worker")
     ap.add_argument("--iters", type=int, default=4, help="timed iterations (small net: 2x)")

@@ -28,7 +28,6 @@ memory in a fresh process per variant (``bench/harness.py``).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -46,12 +45,12 @@ from harness import (
     machine_facts,
     make_batches,
     make_model,
+    parser_or_worker,
     peak_memory,
     rel_err,
     spawn,
     time_fields,
     time_round_robin,
-    worker_main,
 )
 from meta_step import authors_step
 from metafgnet.meta import MetaGradients, meta_gradients
@@ -226,10 +225,9 @@ def configs(args) -> list[dict]:
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if worker_main(argv, run_worker):
+    ap = parser_or_worker(argv, run_worker, __doc__)
+    if ap is None:
         return
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", type=Path, help="write records and summary (JSON) here")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads per worker")
     ap.add_argument("--iters", type=int, default=3, help="timed rounds after one warm-up")
