@@ -58,8 +58,8 @@ def agreement(cfg: dict) -> dict:
 
     def grads(dtype, amp=False, batch=None):
         c = {**cfg, "batch": batch or cfg["batch"]}
-        net = make_model(c, device, dtype).target_net()
-        t_i, t_j, _ = make_batches(c, device, dtype)
+        net = make_model(c, device, dtype).target_net()  # initialised in float32, then cast
+        t_i, t_j, _ = ((x.to(dtype), y) for x, y in make_batches(c, device, torch.float64))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             return meta_gradients(net, t_i, t_j, 0.01)
 
