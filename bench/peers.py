@@ -29,6 +29,7 @@ memory in a fresh process per variant (``bench/harness.py``).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -239,6 +240,8 @@ def main(argv=None):
     ap.add_argument("--check-batch", type=int, default=4, help="float64 check: max images")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    if importlib.util.find_spec("higher") is None:
+        raise SystemExit("bench/peers.py needs higher: pip install -e '.[bench]'")
     sys.stdout.reconfigure(line_buffering=True)
     facts = machine_facts(args.threads)
     print("machine: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
