@@ -110,7 +110,7 @@ class JointParams(OptimParams):
 
 @_section
 class MetaParams:
-    """One MetaFGNet meta-iteration (SPEC.md, 'The objective')."""
+    """One MetaFGNet meta-iteration (the MetaFGNet objective; see metafgnet.training.meta_loop)."""
 
     order: Literal["first", "second"] = "second"
     iterations: PosInt = 300

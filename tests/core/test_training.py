@@ -1,4 +1,4 @@
-"""Training loops: meta-iteration semantics (SPEC.md), determinism, schedules, failure modes.
+"""Training loops: meta-iteration semantics, determinism, schedules, failure modes.
 
 Tiny models on random 8 px TensorDatasets; every loop runs a handful of steps on CPU.
 """
@@ -38,7 +38,7 @@ KT, KS = 3, 5  # target / source classes
 
 @pytest.fixture(autouse=True)
 def _pinned_threads():
-    """Bit-identical CPU reruns need a fixed thread count (TOOLCHAIN.md)."""
+    """Bit-identical CPU reruns need a fixed thread count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

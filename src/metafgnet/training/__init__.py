@@ -1,4 +1,4 @@
-"""Training loops of every stage of SPEC.md and the start-up runtime decisions they rely on."""
+"""Training loops of every stage of the pipeline and the start-up runtime decisions they rely on."""
 
 from metafgnet.training.batches import (
     BatchStream,

@@ -262,7 +262,7 @@ def _data_position(steps_done: int, *streams: BatchStream) -> list[dict]:
 def _aux_gradients(
     net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], autocast: AutocastFactory
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``L(S; θ_b, θ_c^s)`` (SPEC.md step 4) and its gradient by parameter name, at the current
+    """The auxiliary loss ``L(S; θ_b, θ_c^s)`` and its gradient by parameter name, at the current
     parameters. A normal train-mode forward: BatchNorm running statistics move here."""
     x, y = batch  # (B, C, H, W), (B,)
     with autocast():
@@ -299,7 +299,7 @@ def _outer_update(
     aux_grads: dict[str, torch.Tensor],
     meta: MetaParams,
 ) -> None:
-    """The outer SGD update of SPEC.md step 5, ``sequential`` or ``summed``."""
+    """The outer SGD update (step 8), ``sequential`` or ``summed``."""
     aux = {n: meta.aux_weight * g for n, g in aux_grads.items()}
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if meta.update == "sequential":
