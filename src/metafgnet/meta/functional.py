@@ -17,7 +17,8 @@ Batch = tuple[Tensor, Tensor]  # (x: (B, C, H, W), y: (B,) class indices)
 
 
 def inner_step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], inner_lr: float) -> dict:
-    """One plain SGD step ``θ' = θ − η·g`` (no momentum, no weight decay: the inner step of the MetaFGNet objective).
+    """One plain SGD step ``θ' = θ − η·g``: the inner step of the MetaFGNet objective (no
+    momentum, no weight decay).
 
     Pure: returns new tensors and differentiates like any torch expression, so it serves the
     exact meta-gradient (tests unroll through it with ``create_graph``) as well as the detached

@@ -60,15 +60,16 @@ def meta_gradients(
     """Gradient of the meta loss ``L(T_j; θ')``, ``θ' = θ − η·∇L(T_i; θ)``, w.r.t. ``θ``.
 
     Implements Eq. 1 of the MetaFGNet supplementary. ``net(x)`` must return logits ``(B, K)``;
-    losses are mean cross-entropy; ``inner_batch`` is ``T_i`` and ``outer_batch`` is ``T_j``, each ``(x, y)``.
+    losses are mean cross-entropy; ``inner_batch`` is ``T_i`` and ``outer_batch`` is ``T_j``,
+    each ``(x, y)``.
     ``params`` names the parameters the inner SGD step adapts (default: every parameter with
     ``requires_grad``); all others stay fixed at their current values in both passes and get
     no gradient. Returns ``{name: gradient}`` for the adapted names, each in its parameter's
     dtype and device, or a :class:`MetaGradients` with the detached inner and outer losses
     when ``return_losses`` is true.
 
-    ``order``: ``"second"`` (exact: ``G − η·H·G`` with ``H·G`` from Eq. 5 of the MetaFGNet supplementary; the outer
-    graph is freed as soon as ``G`` is known, before the Hessian-vector product), ``"first"``
+    ``order``: ``"second"`` (exact: ``G − η·H·G`` with ``H·G`` from Eq. 5; the outer graph
+    is freed as soon as ``G`` is known, before the Hessian-vector product), ``"first"``
     (``G``), or ``"hessian"`` (explicit ``H`` of Eq. 3; at most
     :data:`metafgnet.meta.hessian.HESSIAN_MAX_PARAMS` adapted scalars).
 

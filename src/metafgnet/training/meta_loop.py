@@ -216,8 +216,8 @@ def meta_step(
     rank-averaged scalars of the step (losses, ``target_acc``, gradient norms) and whether any
     rank asked to stop. Raises :class:`~metafgnet.training.monitor.NonFiniteError` (step
     ``step``) before any weight changes. ``gradient_fn`` computes step 3 with the signature of
-    :func:`~metafgnet.meta.meta_gradients` (``None``: that function); benchmarks swap in other libraries'
-    meta-gradients to time them inside the same iteration.
+    :func:`~metafgnet.meta.meta_gradients` (``None``: that function); benchmarks swap in
+    other libraries' meta-gradients to time them inside the same iteration.
     """
     t_i, t_j, s_batch = batches
     target_net, source_net = model.target_net(), model.source_net()
