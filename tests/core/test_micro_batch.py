@@ -154,3 +154,15 @@ def test_large_micro_batch_is_the_full_batch_path_and_bad_values_raise():
         meta_gradients(net, inner, outer, ETA, micro_batch=-1)
     with pytest.raises(ValueError, match='not "hessian"'):
         meta_gradients(net, inner, outer, ETA, "hessian", micro_batch=2)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_micro_batches_match_the_cpu_full_batch_without_batchnorm():
+    inner, outer = batches(n=6)
+    cpu = meta_gradients(no_bn_net(), inner, outer, ETA)
+    dev = torch.device("cuda")
+    to = lambda b: (b[0].to(dev), b[1].to(dev))  # noqa: E731
+    gpu = meta_gradients(no_bn_net().to(dev), to(inner), to(outer), ETA, micro_batch=4)
+    assert all(g.device.type == "cuda" for g in gpu.values())
+    assert rel_err({k: v.cpu() for k, v in gpu.items()}, cpu) <= 1e-10
