@@ -37,6 +37,8 @@ ui: setup
 
 bench: setup
 	$(BIN)/python bench/meta_step.py --json results/bench/meta_step.json
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python bench/peers.py --json results/bench/peers.json
 	$(BIN)/python bench/pipeline.py --json results/bench/pipeline.json
 
 clean-venv:

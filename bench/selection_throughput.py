@@ -22,17 +22,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
+from harness import machine_facts, spawn
 from metafgnet.models import build_model
 from metafgnet.params import ModelParams
 from metafgnet.selection import score_auxiliary
@@ -107,34 +104,6 @@ def run_worker(cfg: dict) -> dict:
             "model_only_images_per_s": cfg["batch"] / statistics.median(forward_times)}
 
 
-def spawn(cfg: dict) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"]))
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], env=env,
-                          capture_output=True, text=True, check=False)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RECORD "):
-            return json.loads(line[len("RECORD "):])
-    tail = (proc.stderr or proc.stdout)[-1500:]
-    if "out of memory" in tail.lower():
-        return {**cfg, "images_per_s": None, "error": "OOM"}
-    raise RuntimeError(f"worker failed for {cfg}:\n{tail}")
-
-
-# --------------------------------------------------------------------------- report
-def machine_facts(threads: int) -> dict:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    facts = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-             "python": platform.python_version()}
-    if torch.cuda.is_available():
-        facts["gpu"] = torch.cuda.get_device_name(0)
-    return facts
-
-
 def print_table(records: list[dict]) -> None:
     print(f"\n{'model':13} {'dev':4} {'px':>4} {'batch':>5} {'amp':5} {'c-last':6} {'wrk':>3} "
           f"{'img/s':>10} {'model-only img/s':>17}")
@@ -183,7 +152,8 @@ def main(argv=None) -> None:
     print("machine: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
     records = []
     for cfg in configs(args):
-        rec = spawn(cfg)
+        rec = spawn(__file__, cfg, cfg["threads"]) or {**cfg, "images_per_s": None,
+                                                        "error": "OOM"}
         records.append(rec)
         ips = rec.get("images_per_s")
         print(f"  {cfg['model']} {cfg['device']} amp={cfg['amp']} channels_last="

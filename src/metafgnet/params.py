@@ -122,7 +122,7 @@ class JointParams(OptimParams):
 
 @_section
 class MetaParams:
-    """One MetaFGNet meta-iteration (SPEC.md, 'The objective')."""
+    """One MetaFGNet meta-iteration (the MetaFGNet objective; see metafgnet.training.meta_loop)."""
 
     order: Literal["first", "second"] = "second"
     iterations: PosInt = 300
@@ -139,12 +139,19 @@ class MetaParams:
     aux_weight: Annotated[float, Field(ge=0)] = 1.0
     update: Literal["sequential", "summed"] = "sequential"
     running_stats: Literal["extra_forward", "inner_pass", "auxiliary_only"] = "extra_forward"
+    # images per micro-batch of the meta-gradient (0: off): bounded memory, same exact
+    # meta-gradient (ghost batches under BatchNorm), see metafgnet.meta.microbatch
+    micro_batch: NonNegInt = 0
     log_every: PosInt = 10
 
     @model_validator(mode="after")
     def _milestones_sorted(self):
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ValueError(f"milestones must be strictly increasing, got {self.milestones}")
+        if self.micro_batch > self.batch_size:
+            raise ValueError(
+                f"micro_batch ({self.micro_batch}) must be at most batch_size "
+                f"({self.batch_size}); 0 turns micro-batching off")
         return self
 
 

@@ -1,4 +1,4 @@
-"""Training loops: meta-iteration semantics (SPEC.md), determinism, schedules, failure modes.
+"""Training loops: meta-iteration semantics, determinism, schedules, failure modes.
 
 Tiny models on random 8 px TensorDatasets; every loop runs a handful of steps on CPU.
 """
@@ -18,12 +18,15 @@ from metafgnet.models import MetaFGNet, build_model
 from metafgnet.params import JointParams, MetaParams, ModelParams, OptimParams, RuntimeParams
 from metafgnet.training import (
     NonFiniteError,
+    build_meta_optimizer,
     derive_seed,
     finetune,
     joint_train,
     make_autocast,
+    meta_step,
     meta_train,
     pretrain,
+    seed_everything,
     setup_runtime,
     target_pairs,
     train_loader,
@@ -35,7 +38,7 @@ KT, KS = 3, 5  # target / source classes
 
 @pytest.fixture(autouse=True)
 def _pinned_threads():
-    """Bit-identical CPU reruns need a fixed thread count (TOOLCHAIN.md)."""
+    """Bit-identical CPU reruns need a fixed thread count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -78,6 +81,34 @@ def test_meta_train_rerun_gives_identical_weights():
     other = _resnet()
     meta_train(other, tds, ads, _meta(), device=CPU, seed=8)
     assert not torch.equal(other.target_head.weight, models[0].target_head.weight)
+
+
+def test_meta_train_uses_micro_batches_when_set():
+    """With BatchNorm, micro-batches are ghost batches: other weights; one micro-batch holding
+    the whole batch is the full-batch path, bit for bit."""
+    tds, ads = _images(16, KT, 1), _images(16, KS, 2)
+    runs = {}
+    for micro_batch in (0, 2, 4):
+        runs[micro_batch] = _resnet()
+        rows = meta_train(runs[micro_batch], tds, ads, _meta(micro_batch=micro_batch),
+                          device=CPU, seed=7)
+        assert len(rows) == 3
+    _assert_same_state(runs[0], runs[4])
+    assert not torch.equal(runs[0].backbone.stem[0].weight, runs[2].backbone.stem[0].weight)
+
+
+def test_meta_step_is_the_iteration_meta_train_runs():
+    """One ``meta_step`` on the first batches reproduces a one-step ``meta_train`` exactly."""
+    tds, ads = _images(16, KT, 1), _images(16, KS, 2)
+    meta = _meta(iterations=1)
+    trained, stepped = _resnet(), _resnet()
+    meta_train(trained, tds, ads, meta, device=CPU, seed=3)
+    seed_everything(3)
+    batches = _first_batches(tds, ads, meta, seed=3)
+    values, stop = meta_step(stepped.train(), build_meta_optimizer(stepped, meta), batches,
+                             meta.inner_lr, meta)
+    _assert_same_state(trained, stepped)
+    assert set(values) >= {"inner_loss", "meta_loss", "aux_loss", "target_acc"} and not stop
 
 
 def test_finetune_rerun_gives_identical_weights():
@@ -147,12 +178,13 @@ def _lr_of(name, meta):
             "source_head": meta.source_head_lr}[group]
 
 
+@pytest.mark.parametrize("micro_batch", [0, 1], ids=["full", "micro"])  # no BatchNorm: equal
 @pytest.mark.parametrize("order", ["second", "first"])
-def test_sequential_and_summed_match_hand_computed_sgd(order):
+def test_sequential_and_summed_match_hand_computed_sgd(order, micro_batch):
     tds, ads = _vectors(8, KT, 1), _vectors(8, KS, 2)
     kw = dict(iterations=1, batch_size=2, aux_batch_size=3, inner_lr=0.3, backbone_lr=0.05,
               target_head_lr=0.2, source_head_lr=0.1, momentum=0.9, weight_decay=0.1,
-              aux_weight=0.5, order=order)
+              aux_weight=0.5, order=order, micro_batch=micro_batch)
     init = _linear_model()
     t_i, t_j, s = _first_batches(tds, ads, MetaParams(**kw), seed=5)
     g_meta, g_aux = _hand_gradients(init, t_i, t_j, s, eta=0.3, order=order)

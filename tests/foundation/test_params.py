@@ -44,6 +44,10 @@ def test_literal_names_allowed_values():
         ({"data": {"resize": 10}}, "data: resize (10) must be >= image_size (32)"),
         ({"pretrain": {"milestones": [3, 2]}}, "pretrain: milestones must be strictly increasing"),
         ({"select": {"ratio": 1.5}}, "select.ratio: Input should be less than or equal to 1"),
+        ({"meta": {"micro_batch": -1}},
+         "meta.micro_batch: Input should be greater than or equal to 0"),
+        ({"meta": {"batch_size": 8, "micro_batch": 16}},
+         "meta: micro_batch (16) must be at most batch_size (8)"),
     ],
 )
 def test_wrong_types_and_ranges_name_the_key(raw, expected):

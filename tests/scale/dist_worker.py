@@ -71,10 +71,11 @@ def main(out: Path) -> None:
         stream = BatchStream(tds, 2 * meta.batch_size, seed=GRAD_SEED,
                              segments=[meta.batch_size] * 2, rank=r, world_size=2)
         t_i, t_j = next(pair_stream(stream, meta.batch_size // 2))
-        local = meta_gradients(model.target_net(), t_i, t_j, ETA, order="second",
-                               reduce=dist.all_reduce_mean)
-        mean = dict(zip(local, dist.all_reduce_mean(list(local.values())), strict=True))
-        save(f"grad-{name}", mean)
+        for suffix, micro_batch in (("", 0), ("-micro", 1)):  # micro-batches of this shard
+            local = meta_gradients(model.target_net(), t_i, t_j, ETA, order="second",
+                                   reduce=dist.all_reduce_mean, micro_batch=micro_batch)
+            mean = dict(zip(local, dist.all_reduce_mean(list(local.values())), strict=True))
+            save(f"grad-{name}{suffix}", mean)
 
     # 3. short meta-trainings: without BN (vs one process), with BN (vs the emulated ranks)
     for name, build in (("plain", plain_model), ("bn", bn_model)):

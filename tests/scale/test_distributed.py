@@ -5,6 +5,7 @@ references are computed here, in one process, float64, one thread:
 
 - sharding: each rank's items of a global batch are its slices of ``T_i`` and ``T_j``, and the
   union over ranks is the single-process batch of the same seed;
+- micro-batches (``micro_batch``) inside each rank's shard are those of one process;
 - the averaged meta-gradient WITH BatchNorm equals an independent autograd unroll of the
   data-parallel objective ``mean_r L(T_j^r; θ − η·mean_r ∇L(T_i^r; θ))`` (per-shard batch
   statistics), and WITHOUT BatchNorm equals the single-process meta-gradient of the union;
@@ -122,6 +123,21 @@ def test_meta_gradient_without_batchnorm_equals_the_single_process_union(results
     ref = meta_gradients(net, t_i, t_j, ETA, order="second")
     for name, g in results["grad-plain"].items():
         torch.testing.assert_close(g, ref[name], **TIGHT, msg=name)
+
+
+@pytest.mark.parametrize("build", [bn_model, plain_model], ids=["bn", "plain"])
+def test_micro_batches_within_each_rank_are_those_of_one_process(results, build):
+    """Micro-batches of 1 image inside each rank's shard are the single-process micro-batches of
+    the union (equal shards): the same ghost-batch meta-gradient, with or without BatchNorm."""
+    t_i, t_j = _first_pair()
+    net = build().target_net()
+    ref = meta_gradients(net, t_i, t_j, ETA, order="second", micro_batch=1)
+    name = "bn" if build is bn_model else "plain"
+    got = results[f"grad-{name}-micro"]
+    for n in ref:
+        torch.testing.assert_close(got[n], ref[n], **TIGHT, msg=n)
+    if build is bn_model:  # 1-image ghost batches are another objective than 2-image shards
+        assert max((got[n] - results["grad-bn"][n]).abs().max().item() for n in ref) > 1e-6
 
 
 def test_meta_training_without_batchnorm_matches_one_process(results):

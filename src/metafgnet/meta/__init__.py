@@ -1,4 +1,4 @@
-"""Meta-gradients of MetaFGNet (the seed's Eq. 1, 3, 5), usable with any ``nn.Module``."""
+"""Meta-gradients of MetaFGNet (Eq. 1, 3 and 5 of the MetaFGNet supplementary) for any module."""
 
 from metafgnet.meta.functional import Batch, batch_loss, inner_step
 from metafgnet.meta.gradients import ORDERS, MetaGradients, meta_gradients

@@ -6,7 +6,7 @@ Everything here works on explicit ``{name: tensor}`` dictionaries through
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,8 @@ Batch = tuple[Tensor, Tensor]  # (x: (B, C, H, W), y: (B,) class indices)
 
 
 def inner_step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], inner_lr: float) -> dict:
-    """One plain SGD step ``θ' = θ − η·g`` (no momentum, no weight decay; SPEC.md step 2).
+    """One plain SGD step ``θ' = θ − η·g``: the inner step of the MetaFGNet objective (no
+    momentum, no weight decay).
 
     Pure: returns new tensors and differentiates like any torch expression, so it serves the
     exact meta-gradient (tests unroll through it with ``create_graph``) as well as the detached
@@ -84,3 +85,28 @@ def autocast_off(device: torch.device) -> torch.autocast:
     """A context with autocast disabled for ``device``: backward passes run in the dtypes the
     forward recorded, never re-cast (autocast is meant for forward regions only)."""
     return torch.autocast(device_type=device.type, enabled=False)
+
+
+def grads_or_zeros(loss: Tensor, inputs: Sequence[Tensor], **kwargs) -> list[Tensor]:
+    """``autograd.grad`` with zeros for inputs the output does not depend on."""
+    return list(
+        torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True, **kwargs)
+    )
+
+
+def hessian_vector_product(g: list[Tensor], theta: list[Tensor], v: list[Tensor]) -> list[Tensor]:
+    """``H·v = ∇_θ Σ_k v_k·g_k`` (Eq. 5 of the MetaFGNet supplementary), ``g = ∇L(T_i; θ)``
+    given with its graph.
+
+    Written as one vector-Jacobian product (``grad_outputs=v``), which is exactly the gradient
+    of ``Σ v·g`` with ``v`` held constant, without building the sum. Frees the inner graph.
+    """
+    pairs = [(gk, vk) for gk, vk in zip(g, v, strict=True) if gk.requires_grad]
+    if not pairs:  # the loss is linear in every adapted parameter: H = 0
+        return [torch.zeros_like(t) for t in theta]
+    outputs, grad_outputs = zip(*pairs, strict=True)
+    return list(
+        torch.autograd.grad(
+            outputs, theta, grad_outputs=grad_outputs, allow_unused=True, materialize_grads=True
+        )
+    )

@@ -1,13 +1,15 @@
-"""Meta-gradient of the MetaFGNet objective: ``∇_θ L(T_j; θ − η·∇L(T_i; θ))`` (SPEC.md step 3).
+"""Meta-gradient of the MetaFGNet objective: ``∇_θ L(T_j; θ − η·∇L(T_i; θ))``.
 
-With ``G = ∇_{θ'} L(T_j; θ')`` and ``H = ∇²L(T_i; θ)``, the seed's Eq. 1 is
+Equation numbers are those of the MetaFGNet supplementary (exact meta-gradients). With
+``G = ∇_{θ'} L(T_j; θ')`` and ``H = ∇²L(T_i; θ)``, Eq. 1 is
 ``∇_θ L(T_j; θ') = G·(I − η·H) = G − η·H·G`` (``H`` is symmetric). Three orders:
 
-- ``"second"``: exact, with the Hessian-vector product of the seed's Eq. 5,
+- ``"second"``: exact, with the Hessian-vector product of Eq. 5,
   ``H·G = ∇_θ Σ_k G_k·g_k`` with ``g = ∇L(T_i; θ)`` kept differentiable and ``G`` constant.
-  ``H`` is never formed.
-- ``"first"``: ``G`` alone (the seed's first-order approximation, after MAML).
-- ``"hessian"``: ``H`` built row by row as in the seed's Eq. 3 (reference for tiny models).
+  ``H`` is never formed. ``micro_batch`` computes it in bounded memory
+  (:mod:`metafgnet.meta.microbatch`).
+- ``"first"``: ``G`` alone (the first-order approximation, after MAML).
+- ``"hessian"``: ``H`` built row by row as in Eq. 3 (reference for tiny models).
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from metafgnet.meta.functional import (
     autocast_off,
     batch_loss,
     cloned_buffers,
+    grads_or_zeros,
+    hessian_vector_product,
     inner_step,
     split_params,
 )
 from metafgnet.meta.hessian import check_hessian_size, explicit_hessian
+from metafgnet.meta.microbatch import micro_batched
 
 ORDERS = ("second", "first", "hessian")
 
@@ -37,30 +42,6 @@ class MetaGradients(NamedTuple):
     grads: dict[str, Tensor]  # d L(T_j; θ') / dθ per adapted parameter name
     inner_loss: Tensor  # L(T_i; θ), 0-d, detached
     outer_loss: Tensor  # L(T_j; θ'), 0-d, detached
-
-
-def _grad(loss: Tensor, inputs: Sequence[Tensor], **kwargs) -> list[Tensor]:
-    """``autograd.grad`` with zeros for inputs the output does not depend on."""
-    return list(
-        torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True, **kwargs)
-    )
-
-
-def _hessian_vector_product(g: list[Tensor], theta: list[Tensor], v: list[Tensor]) -> list[Tensor]:
-    """``H·v = ∇_θ Σ_k v_k·g_k`` (the seed's Eq. 5) given ``g = ∇L(T_i; θ)`` with its graph.
-
-    Written as one vector-Jacobian product (``grad_outputs=v``), which is exactly the gradient
-    of ``Σ v·g`` with ``v`` held constant, without building the sum. Frees the inner graph.
-    """
-    pairs = [(gk, vk) for gk, vk in zip(g, v, strict=True) if gk.requires_grad]
-    if not pairs:  # the loss is linear in every adapted parameter: H = 0
-        return [torch.zeros_like(t) for t in theta]
-    outputs, grad_outputs = zip(*pairs, strict=True)
-    return list(
-        torch.autograd.grad(
-            outputs, theta, grad_outputs=grad_outputs, allow_unused=True, materialize_grads=True
-        )
-    )
 
 
 def meta_gradients(
@@ -74,20 +55,22 @@ def meta_gradients(
     return_losses: bool = False,
     update_running_stats: bool = False,
     reduce: Callable[[list[Tensor]], list[Tensor]] | None = None,
+    micro_batch: int = 0,
 ) -> dict[str, Tensor] | MetaGradients:
     """Gradient of the meta loss ``L(T_j; θ')``, ``θ' = θ − η·∇L(T_i; θ)``, w.r.t. ``θ``.
 
-    Implements the seed's Eq. 1. ``net(x)`` must return logits ``(B, K)``; losses are mean
-    cross-entropy; ``inner_batch`` is ``T_i`` and ``outer_batch`` is ``T_j``, each ``(x, y)``.
+    Implements Eq. 1 of the MetaFGNet supplementary. ``net(x)`` must return logits ``(B, K)``;
+    losses are mean cross-entropy; ``inner_batch`` is ``T_i`` and ``outer_batch`` is ``T_j``,
+    each ``(x, y)``.
     ``params`` names the parameters the inner SGD step adapts (default: every parameter with
     ``requires_grad``); all others stay fixed at their current values in both passes and get
     no gradient. Returns ``{name: gradient}`` for the adapted names, each in its parameter's
     dtype and device, or a :class:`MetaGradients` with the detached inner and outer losses
     when ``return_losses`` is true.
 
-    ``order``: ``"second"`` (exact: ``G − η·H·G`` with ``H·G`` from the seed's Eq. 5; the outer
-    graph is freed as soon as ``G`` is known, before the Hessian-vector product), ``"first"``
-    (``G``), or ``"hessian"`` (explicit ``H`` of the seed's Eq. 3; at most
+    ``order``: ``"second"`` (exact: ``G − η·H·G`` with ``H·G`` from Eq. 5; the outer graph
+    is freed as soon as ``G`` is known, before the Hessian-vector product), ``"first"``
+    (``G``), or ``"hessian"`` (explicit ``H`` of Eq. 3; at most
     :data:`metafgnet.meta.hessian.HESSIAN_MAX_PARAMS` adapted scalars).
 
     Side effects: none on ``net``. Its parameters and their ``.grad`` are untouched. BatchNorm
@@ -109,9 +92,22 @@ def meta_gradients(
     rank's ``G − η·H_r·G`` and its average over ranks is the exact meta-gradient of
     ``mean_r L(T_j^r; θ − η·mean_r ∇L(T_i^r; θ))`` (the caller averages). Without BatchNorm and
     with equal shards that is the single-process meta-gradient of the union of the shards.
+
+    ``micro_batch`` (0: off): images per micro-batch for a memory-bounded computation of the
+    same orders (:mod:`metafgnet.meta.microbatch`): peak memory is set by ``micro_batch``, at the
+    cost of recomputing the inner pass. It is the meta-gradient of the ghost-batch objective
+    (each micro-batch normalised by BatchNorm with its own statistics), which without BatchNorm
+    equals the full-batch one. With ``reduce``, each rank micro-batches its own shard. With
+    ``update_running_stats`` the running statistics take the mean of the micro-batches'
+    updates. Batches of at most ``micro_batch`` images take the full-batch path.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}; got {order!r}")
+    if micro_batch < 0:
+        raise ValueError(f"micro_batch must be >= 0 (0: off); got {micro_batch}")
+    split = micro_batch > 0 and max(len(inner_batch[1]), len(outer_batch[1])) > micro_batch
+    if split and order == "hessian":
+        raise ValueError('micro_batch works with order="second" or "first", not "hessian"')
     inner_lr = float(inner_lr)
     theta, fixed = split_params(net, None if params is None else list(params))
     names = list(theta)
@@ -119,6 +115,12 @@ def meta_gradients(
     device = leaves[0].device
     if order == "hessian":  # refuse before any work is done
         check_hessian_size(sum(t.numel() for t in leaves))
+    if split:
+        result, inner_loss, outer_loss = micro_batched(
+            net, theta, fixed, inner_batch, outer_batch, inner_lr, micro_batch,
+            second_order=order == "second", update_running_stats=update_running_stats,
+            reduce=reduce)
+        return _finish(names, result, leaves, inner_loss, outer_loss, return_losses)
     outer_buffers = cloned_buffers(net)
     inner_buffers = dict(net.named_buffers()) if update_running_stats else outer_buffers
 
@@ -126,7 +128,7 @@ def meta_gradients(
     need_graph = order != "first"
     inner_loss = batch_loss(net, {**theta, **fixed}, inner_buffers, inner_batch)
     with autocast_off(device):
-        g = _grad(inner_loss, leaves, create_graph=need_graph)
+        g = grads_or_zeros(inner_loss, leaves, create_graph=need_graph)
     # θ' as fresh leaves: the outer graph must not reach back into the inner one.
     g_step = g if reduce is None else reduce([gk.detach() for gk in g])  # global inner grad
     with torch.no_grad():
@@ -136,7 +138,7 @@ def meta_gradients(
     # Outer pass at θ' on T_j: G = ∇_{θ'} L(T_j; θ'); its graph is freed right here.
     outer_loss = batch_loss(net, {**theta_prime, **fixed}, outer_buffers, outer_batch)
     with autocast_off(device):
-        G = _grad(outer_loss, list(theta_prime.values()))
+        G = grads_or_zeros(outer_loss, list(theta_prime.values()))
     del theta_prime
     if reduce is not None:
         G = reduce(G)  # the global G: the Hessian term multiplies the same vector on all ranks
@@ -145,11 +147,19 @@ def meta_gradients(
         result = G
     elif order == "second":
         with autocast_off(device):
-            HG = _hessian_vector_product(g, leaves, G)  # (same shapes as θ)
+            HG = hessian_vector_product(g, leaves, G)  # (same shapes as θ)
         result = [Gk.sub_(HGk, alpha=inner_lr) for Gk, HGk in zip(G, HG, strict=True)]
     else:
         with autocast_off(device):
             result = explicit_hessian_meta_gradient(g, leaves, G, inner_lr)
+    return _finish(names, result, leaves, inner_loss, outer_loss, return_losses)
+
+
+def _finish(
+    names: list[str], result: list[Tensor], leaves: list[Tensor], inner_loss: Tensor,
+    outer_loss: Tensor, return_losses: bool,
+) -> dict[str, Tensor] | MetaGradients:
+    """The gradients by name in their parameters' dtypes, with the detached losses if asked."""
     grads = {n: r.to(dtype=p.dtype) for n, r, p in zip(names, result, leaves, strict=True)}
     if return_losses:
         return MetaGradients(grads, inner_loss.detach(), outer_loss.detach())
@@ -159,7 +169,7 @@ def meta_gradients(
 def explicit_hessian_meta_gradient(
     g: list[Tensor], theta: list[Tensor], G: list[Tensor], inner_lr: float
 ) -> list[Tensor]:
-    """``G·(I − η·H)`` with ``H`` formed explicitly (the seed's Eq. 1 with Eq. 3's rows)."""
+    """``G·(I − η·H)`` with ``H`` formed explicitly (Eq. 1 with Eq. 3's rows)."""
     H = explicit_hessian(g, theta)  # (N, N)
     G_flat = torch.cat([t.reshape(-1) for t in G])  # (N,)
     out = G_flat - inner_lr * (G_flat @ H)  # (N,)

@@ -1,4 +1,5 @@
-"""The explicit Hessian of the inner loss, row by row (the seed's Eq. 3). Reference only.
+"""The explicit Hessian of the inner loss, row by row (Eq. 3 of the MetaFGNet
+supplementary). Reference only.
 
 Row ``i`` of ``H = ∂²L(T_i; θ)/∂θ²`` is ``∂g_i/∂θ`` with ``g = ∇L(T_i; θ)``: one backward pass
 per adapted scalar (batched :data:`ROWS_PER_PASS` rows at a time with ``is_grads_batched``, the

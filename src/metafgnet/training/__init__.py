@@ -1,4 +1,4 @@
-"""Training loops of every stage of SPEC.md and the start-up runtime decisions they rely on."""
+"""Training loops of every stage of the pipeline and the start-up runtime decisions they rely on."""
 
 from metafgnet.training.batches import (
     BatchStream,
@@ -15,7 +15,7 @@ from metafgnet.training.checkpointing import (
     TrainingInterrupted,
     remove_checkpoints,
 )
-from metafgnet.training.meta_loop import RUNNING_STATS, meta_train
+from metafgnet.training.meta_loop import RUNNING_STATS, build_meta_optimizer, meta_step, meta_train
 from metafgnet.training.monitor import NonFiniteError, WindowMean, fetch_finite, grad_norm
 from metafgnet.training.optim import StepDecay, build_sgd, param_groups, set_grads
 from metafgnet.training.plain import FitResult, finetune, joint_train, pretrain
@@ -49,6 +49,8 @@ __all__ = [
     "grad_norm",
     "joint_train",
     "make_autocast",
+    "build_meta_optimizer",
+    "meta_step",
     "meta_train",
     "param_groups",
     "prepare_model",

@@ -1,4 +1,4 @@
-"""MetaFGNet meta-training: the outer loop around one meta-iteration (SPEC.md, "The objective").
+"""MetaFGNet meta-training: the outer loop around one meta-iteration (the MetaFGNet objective).
 
 One iteration, in this fixed order:
 
@@ -6,9 +6,10 @@ One iteration, in this fixed order:
    target training set (disjoint by construction), ``S`` = one batch of the auxiliary set;
 2. schedule: every group lr and the inner step size η take the factor ``lr_decay ** n`` after
    ``n`` milestones (:class:`~metafgnet.training.optim.StepDecay`);
-3. meta-gradient of ``θ^t = (θ_b, θ_c^t)``: ``∇_θ L(T_j; θ − η ∇L(T_i; θ))``, exact (seed Eq. 1
-   with the Hessian-vector product of Eq. 5) or first order, from
-   :func:`metafgnet.meta.meta_gradients` (pure);
+3. meta-gradient of ``θ^t = (θ_b, θ_c^t)``: ``∇_θ L(T_j; θ − η ∇L(T_i; θ))``, exact (Eq. 1 of
+   the MetaFGNet supplementary with the Hessian-vector product of its Eq. 5) or first order,
+   from :func:`metafgnet.meta.meta_gradients` (pure); in micro-batches of ``meta.micro_batch``
+   images when set (bounded memory; :mod:`metafgnet.meta.microbatch`);
 4. ``T_j`` at ``θ`` without gradient: the logged ``target_acc``; under ``extra_forward`` this
    is the pass that moves the BatchNorm running statistics;
 5. auxiliary loss ``L(S; θ_b, θ_c^s)`` and its gradient at the PRE-update parameters;
@@ -37,6 +38,9 @@ The meta loss pass at ``θ'`` never moves them.
 9. step boundary: a checkpoint when ``checkpoint_every`` steps are done or SIGTERM arrived
    (:mod:`metafgnet.training.checkpointing`; a resumed run is bit-identical on CPU).
 
+Steps 3-8 are :func:`meta_step`, the function benchmarks time; :func:`meta_train` draws the
+batches, applies the schedule and handles the step boundary around it.
+
 Distributed (``dist`` with ``W`` ranks, launched by torchrun): every rank draws the same global
 batches and keeps its slice of ``T_i``, ``T_j`` and ``S`` (``B/W`` and ``A/W`` images; the
 union is the single-process batch). The meta-gradient averages the inner gradient and ``G``
@@ -63,7 +67,7 @@ from torch.utils.data import Dataset
 
 from metafgnet.distributed import SINGLE, DistContext, check_divisible, sync_step
 from metafgnet.distributed.collectives import float_buffers, module_state_tensors
-from metafgnet.meta import meta_gradients
+from metafgnet.meta import Batch, MetaGradients, meta_gradients
 from metafgnet.params import MetaParams, to_dict
 from metafgnet.training.batches import BatchStream, pair_stream, to_device
 from metafgnet.training.checkpointing import (
@@ -137,11 +141,7 @@ def meta_train(
     seed_everything(seed)
     model.to(device).train()
     dist.broadcast_(module_state_tensors(model))  # every rank starts from rank 0's weights
-    target_net, source_net = model.target_net(), model.source_net()
-    target_names = [n for n, p in target_net.named_parameters() if p.requires_grad]
-    optimizer = build_sgd(model, {"backbone": meta.backbone_lr, "target_head": meta.target_head_lr,
-                                  "source_head": meta.source_head_lr},
-                          momentum=meta.momentum, weight_decay=meta.weight_decay)
+    optimizer = build_meta_optimizer(model, meta)
     schedule = StepDecay(optimizer, milestones, meta.lr_decay)
     ckpt = Checkpointer(checkpoint_dir, every=checkpoint_every, dist=dist, config={
         "loop": "meta_train", "meta": to_dict(meta), "seed": seed, "iterations": iterations,
@@ -159,40 +159,17 @@ def meta_train(
                              rank=dist.rank, world_size=dist.world_size,
                              loader_kwargs=loader_kwargs)
     pairs, aux_batches = pair_stream(target_stream, local_b, start), aux_stream.endless(start)
-    reduce = dist.all_reduce_mean if dist.enabled else None
-    running = float_buffers(model) if dist.enabled else []
     with stop_requests(ckpt.enabled) as stop:
         for step in range(start, iterations):
             # 1. batches (this rank's shards of T_i, T_j and S)
             t_i, t_j = (to_device(b, device, channels_last=channels_last) for b in next(pairs))
-            s_x, s_y = to_device(next(aux_batches), device, channels_last=channels_last)
+            s_batch = to_device(next(aux_batches), device, channels_last=channels_last)
             # 2. schedule: group lrs and η share the decay factor
             inner_lr = meta.inner_lr * schedule.apply(step)
-            # 3. meta-gradient on θ^t (pure; moves running stats only under inner_pass)
-            with autocast():
-                mg = meta_gradients(target_net, t_i, t_j, inner_lr, order=meta.order,
-                                    params=target_names, return_losses=True,
-                                    update_running_stats=meta.running_stats == "inner_pass",
-                                    reduce=reduce)
-            # 4. T_j at θ, no grad: target_acc; moves running stats only under extra_forward
-            target_acc = _batch_accuracy(target_net, t_j, autocast,
-                                         move_stats=meta.running_stats == "extra_forward")
-            # 5. auxiliary loss and gradient at the pre-update θ (a normal train-mode forward)
-            aux_loss, aux_grads = _aux_gradients(source_net, (s_x, s_y), autocast)
-            # 6. ranks agree: mean gradients, running stats, scalars; any stop request
-            agreed = sync_step(dist, [mg.grads, aux_grads], running, {
-                "inner_loss": mg.inner_loss, "meta_loss": mg.outer_loss, "aux_loss": aux_loss,
-                "target_acc": target_acc}, stop.requested)
-            meta_grads, aux_grads = agreed.grads
-            sc = agreed.scalars
-            # 7. stop before the update if anything is NaN/inf (one host sync per step)
-            values = fetch_finite(step, {
-                "inner_loss": sc["inner_loss"], "meta_loss": sc["meta_loss"],
-                "aux_loss": sc["aux_loss"], "meta_gradient_norm": grad_norm(meta_grads),
-                "aux_gradient_norm": grad_norm(aux_grads), "target_acc": sc["target_acc"],
-            }, grads={"meta_gradient": meta_grads, "aux_gradient": aux_grads})
-            # 8. outer update
-            _outer_update(model, optimizer, meta_grads, aux_grads, meta)
+            # 3.-8. meta-gradient, target_acc, auxiliary gradient, ranks agree, checks, update
+            values, stopping = meta_step(model, optimizer, (t_i, t_j, s_batch), inner_lr, meta,
+                                         step=step, autocast=autocast, dist=dist,
+                                         stop_requested=stop.requested)
             window.add(values, images=2 * meta.batch_size + meta.aux_batch_size)
             if (step + 1) % meta.log_every == 0 or step == iterations - 1:
                 row = _log_row(step, window.summary(), schedule.lrs(), inner_lr)
@@ -200,13 +177,80 @@ def meta_train(
                 if on_step is not None and dist.is_main:
                     on_step(step, row)
             # 9. step boundary: checkpoint when due or asked to stop
-            if ckpt.due(step + 1) or agreed.stop:
+            if ckpt.due(step + 1) or stopping:
                 path = ckpt.save(step + 1, training_state(
                     model, optimizer, curves=rows, window=window, schedule=schedule,
                     inner_lr=inner_lr, data=_data_position(step + 1, target_stream, aux_stream)))
-                if agreed.stop:
+                if stopping:
                     raise TrainingInterrupted(step + 1, path, stop.signum or signal.SIGTERM)
     return rows
+
+
+def build_meta_optimizer(model: nn.Module, meta: MetaParams) -> torch.optim.SGD:
+    """The one SGD optimizer of meta-training: backbone, target head and source head groups
+    with ``meta``'s learning rates, momentum and weight decay (decayed by :class:`StepDecay`)."""
+    return build_sgd(model, {"backbone": meta.backbone_lr, "target_head": meta.target_head_lr,
+                             "source_head": meta.source_head_lr},
+                     momentum=meta.momentum, weight_decay=meta.weight_decay)
+
+
+def meta_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: tuple[Batch, Batch, Batch],
+    inner_lr: float,
+    meta: MetaParams,
+    *,
+    step: int = 0,
+    autocast: AutocastFactory = contextlib.nullcontext,
+    dist: DistContext = SINGLE,
+    stop_requested: bool = False,
+    gradient_fn: Callable[..., MetaGradients] | None = None,
+) -> tuple[dict[str, float], bool]:
+    """Steps 3-8 of one meta-iteration (module docstring), as :func:`meta_train` runs them.
+
+    ``batches`` are this rank's ``(T_i, T_j, S)`` on the model's device, each ``(x, y)``;
+    ``inner_lr`` is η after the schedule (step 2), whose group lrs ``optimizer`` (from
+    :func:`build_meta_optimizer`) already holds. Updates ``model`` in place (weights, and the
+    BatchNorm running statistics by ``meta.running_stats``). Returns the finite-checked,
+    rank-averaged scalars of the step (losses, ``target_acc``, gradient norms) and whether any
+    rank asked to stop. Raises :class:`~metafgnet.training.monitor.NonFiniteError` (step
+    ``step``) before any weight changes. ``gradient_fn`` computes step 3 with the signature of
+    :func:`~metafgnet.meta.meta_gradients` (``None``: that function); benchmarks swap in
+    other libraries' meta-gradients to time them inside the same iteration.
+    """
+    t_i, t_j, s_batch = batches
+    target_net, source_net = model.target_net(), model.source_net()
+    target_names = [n for n, p in target_net.named_parameters() if p.requires_grad]
+    # 3. meta-gradient on θ^t (pure; moves running stats only under inner_pass)
+    gradient_fn = gradient_fn or meta_gradients
+    with autocast():
+        mg = gradient_fn(target_net, t_i, t_j, inner_lr, order=meta.order,
+                         params=target_names, return_losses=True,
+                         update_running_stats=meta.running_stats == "inner_pass",
+                         reduce=dist.all_reduce_mean if dist.enabled else None,
+                         micro_batch=meta.micro_batch)
+    # 4. T_j at θ, no grad: target_acc; moves running stats only under extra_forward
+    target_acc = _batch_accuracy(target_net, t_j, autocast,
+                                 move_stats=meta.running_stats == "extra_forward")
+    # 5. auxiliary loss and gradient at the pre-update θ (a normal train-mode forward)
+    aux_loss, aux_grads = _aux_gradients(source_net, s_batch, autocast)
+    # 6. ranks agree: mean gradients, running stats, scalars; any stop request
+    running = float_buffers(model) if dist.enabled else []
+    agreed = sync_step(dist, [mg.grads, aux_grads], running, {
+        "inner_loss": mg.inner_loss, "meta_loss": mg.outer_loss, "aux_loss": aux_loss,
+        "target_acc": target_acc}, stop_requested)
+    meta_grads, aux_grads = agreed.grads
+    sc = agreed.scalars
+    # 7. stop before the update if anything is NaN/inf (one host sync per step)
+    values = fetch_finite(step, {
+        "inner_loss": sc["inner_loss"], "meta_loss": sc["meta_loss"],
+        "aux_loss": sc["aux_loss"], "meta_gradient_norm": grad_norm(meta_grads),
+        "aux_gradient_norm": grad_norm(aux_grads), "target_acc": sc["target_acc"],
+    }, grads={"meta_gradient": meta_grads, "aux_gradient": aux_grads})
+    # 8. outer update
+    _outer_update(model, optimizer, meta_grads, aux_grads, meta)
+    return values, agreed.stop
 
 
 def _data_position(steps_done: int, *streams: BatchStream) -> list[dict]:
@@ -218,7 +262,7 @@ def _data_position(steps_done: int, *streams: BatchStream) -> list[dict]:
 def _aux_gradients(
     net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], autocast: AutocastFactory
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``L(S; θ_b, θ_c^s)`` (SPEC.md step 4) and its gradient by parameter name, at the current
+    """The auxiliary loss ``L(S; θ_b, θ_c^s)`` and its gradient by parameter name, at the current
     parameters. A normal train-mode forward: BatchNorm running statistics move here."""
     x, y = batch  # (B, C, H, W), (B,)
     with autocast():
@@ -255,7 +299,7 @@ def _outer_update(
     aux_grads: dict[str, torch.Tensor],
     meta: MetaParams,
 ) -> None:
-    """The outer SGD update of SPEC.md step 5, ``sequential`` or ``summed``."""
+    """The outer SGD update (step 8), ``sequential`` or ``summed``."""
     aux = {n: meta.aux_weight * g for n, g in aux_grads.items()}
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if meta.update == "sequential":
