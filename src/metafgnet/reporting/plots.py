@@ -13,7 +13,6 @@ import numpy as np  # noqa: E402
 
 from metafgnet.io import atomic_path  # noqa: E402
 
-
 MAX_GROUPS_SHOWN = 20
 
 
