@@ -57,9 +57,12 @@ def test_digests_stable_and_seed_sensitive(tmp_path, small_synthetic, params_for
     ).read_bytes()
     again = prepare_manifests(params, tmp_path / "a")  # rewritten whole, same bytes
     assert again.digest == a.digest == b.digest
-    reseeded = params_for(small_synthetic / "target", small_synthetic / "auxiliary", seed=3)
+    reseeded = params_for(small_synthetic / "target", small_synthetic / "auxiliary", split_seed=3)
     c = prepare_manifests(reseeded, tmp_path / "c")
     assert c.digest != a.digest and c.test == a.test
+    # the method's seed does not move the split: a seed sweep shares `prepare`
+    method_seed = params_for(small_synthetic / "target", small_synthetic / "auxiliary", seed=3)
+    assert prepare_manifests(method_seed, tmp_path / "d").digest == a.digest
 
 
 def test_load_prepared_round_trip_and_relative_roots(

@@ -45,19 +45,39 @@ def _under(path: str, roots: list[str]) -> bool:
 
 def test_pipeline_produces_metrics_and_report(tiny_pipeline):
     repo, _, _ = tiny_pipeline
-    evaluate = json.loads((repo / "results/evaluate/metrics.json").read_text())
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
     assert set(evaluate) == set(ARMS)
     for arm in ARMS:
         assert set(evaluate[arm]) == {"test_top1", "val_top1", "test_mean_class_acc"}
         assert all(0.0 <= v <= 1.0 for v in evaluate[arm].values())
-    select = json.loads((repo / "results/select/metrics.json").read_text())
+    select = json.loads((repo / "metrics/select.json").read_text())
     assert 0.0 < select["selected_fraction"] <= 1.0
     assert 0.0 <= select["selection_precision"] <= 1.0
     assert 0.0 < select["related_base_rate"] < 1.0
+    assert 0.0 <= select["roc_auc"] <= 1.0 and 0.0 <= select["precision_at_related"] <= 1.0
+    for stage in ("meta_train", "meta_train_selected"):
+        cost = json.loads((repo / f"metrics/{stage}.json").read_text())["cost"]
+        assert cost["seconds_per_iter"] > 0 and cost["images_per_s"] > 0
+        assert cost["peak_memory_mib"] >= 0 and cost["memory"] == "rss_growth"
     report = (repo / "results/report/report.md").read_text()
     for arm in ARMS:
         assert arm in report
-    assert (repo / "results/report/confusion.png").stat().st_size > 0
+    assert "ROC AUC" in report and "s / meta-iteration" in report
+    for figure in ("results/report/confusion.png", "results/select/score_distribution.png",
+                   "results/select/top_bottom.png"):
+        assert (repo / figure).stat().st_size > 0, figure
+
+
+def test_stage_and_arm_names_in_the_code_match_dvc_yaml(tiny_pipeline):
+    from metafgnet.evaluation import ARMS as CODE_ARMS
+    from metafgnet.stages.report_stage import PIPELINE_STAGES
+
+    repo, env, _ = tiny_pipeline
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    assert tuple(spec["vars"][0]["arms"]) == CODE_ARMS == ARMS
+    names = set(run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], repo,
+                    env).stdout.split())
+    assert names - {"tune"} == set(PIPELINE_STAGES)
 
 
 def test_second_repro_is_a_noop(tiny_pipeline):
@@ -96,33 +116,59 @@ def test_prepare_outputs_are_identical_across_two_clones(tiny_pipeline, tmp_path
     lock_b = yaml.safe_load((other / "dvc.lock").read_text())["stages"]
     assert lock_a["prepare"]["outs"] == lock_b["prepare"]["outs"]
     # same params and seed: identical numbers on CPU, end to end
-    for rel in ("results/evaluate/metrics.json", "results/select/metrics.json"):
+    for rel in ("metrics/evaluate.json", "metrics/select.json"):
         assert (repo / rel).read_text() == (other / rel).read_text(), rel
 
 
-def test_exp_run_first_order_reruns_only_meta_training_and_downstream(tiny_pipeline):
-    repo, env, _ = tiny_pipeline
-    out = run([sys.executable, "-m", "dvc", "exp", "run", "-n", "first-order",
-               "-S", "meta.order=first"], repo, env)
-    ran = {line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")}
+def test_exp_run_first_order_reruns_only_meta_training_and_downstream(two_executions):
+    repo, env, stdout = two_executions
+    ran = {line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")}
     assert {"prepare", "pretrain", "joint", "finetune@finetune", "finetune@joint"}.isdisjoint(ran)
     assert {"meta_train", "select", "meta_train_selected", "finetune@metafgnet", "evaluate"} <= ran
-    show = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo, env).stdout)
-    text = json.dumps(show)
-    assert "first-order" in text and '"order": "first"' in text and '"order": "second"' in text
 
 
-def test_tracking_database_holds_both_orders_after_repro_and_exp_run(tiny_pipeline):
-    """After `dvc repro` and `dvc exp run -S meta.order=first` (previous test), the one
-    database holds a parent run per execution, a child per stage that ran, both orders told
-    apart by the `meta.order` param, models logged and the best one registered."""
+def test_dvc_exp_show_and_metrics_diff_put_baseline_and_experiment_side_by_side(two_executions):
+    repo, env, _ = two_executions
+    shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo,
+                           env).stdout)
+    rows = {}
+    for baseline in shown:
+        if baseline["rev"] != "workspace":
+            rows["baseline"] = baseline["data"]
+        for exp in baseline.get("experiments") or []:
+            rows[exp.get("name")] = exp["revs"][0]["data"]
+    assert {"baseline", "first-order"} <= set(rows)
+    values = {}
+    for name in ("baseline", "first-order"):
+        data = rows[name]
+        assert data["params"]["params.yaml"]["data"]["meta"]["order"] == (
+            "second" if name == "baseline" else "first")
+        metrics = data["metrics"]
+        for file in ("metrics/evaluate.json", "metrics/select.json", "metrics/meta_train.json"):
+            assert metrics[file]["data"], f"{name}: no {file}"
+        values[name] = metrics["metrics/evaluate.json"]["data"]["metafgnet"]["test_top1"]
+        assert metrics["metrics/meta_train.json"]["data"]["cost"]["seconds_per_iter"] > 0
+    # `dvc metrics diff` reads the same numbers
+    diff = json.loads(run([sys.executable, "-m", "dvc", "metrics", "diff", "HEAD",
+                           "refs/exps/" + _exp_ref(repo, env, "first-order"), "--json",
+                           "--all"], repo, env).stdout)
+    cell = diff["metrics/evaluate.json"]["metafgnet.test_top1"]
+    assert (cell["old"], cell["new"]) == (values["baseline"], values["first-order"])
+
+
+def _exp_ref(repo: Path, env: dict, name: str) -> str:
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).stdout
+    ref = next(r for r in refs.split() if r.endswith("/" + name))
+    return ref.removeprefix("refs/exps/")
+
+
+def test_tracking_database_holds_both_orders_after_repro_and_exp_run(two_executions):
+    """After `dvc repro` and `dvc exp run -S meta.order=first`, the one database holds a
+    parent run per execution, a child per stage that ran, both orders told apart by the
+    `meta.order` param, models logged and the best one registered."""
     from mlflow import MlflowClient
 
-    repo, env, _ = tiny_pipeline
-    if "first-order" not in run([sys.executable, "-m", "dvc", "exp", "list", "--name-only"],
-                                repo, env).stdout:
-        run([sys.executable, "-m", "dvc", "exp", "run", "-n", "first-order",
-             "-S", "meta.order=first"], repo, env)
+    repo, env, _ = two_executions
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("metafgnet")
     runs = client.search_runs([exp.experiment_id], max_results=1000)

@@ -79,10 +79,12 @@ def test_cub_lbird_preset_runs_the_whole_pipeline_on_real_format_fixtures(tmp_pa
                     env).stdout.split())
     assert names == STAGES
     run([sys.executable, "-m", "dvc", "repro"], repo, env)
-    metrics = json.loads((repo / "results/evaluate/metrics.json").read_text())
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     assert set(metrics) == {"finetune", "joint", "metafgnet", "metafgnet_selected"}
-    select = json.loads((repo / "results/select/metrics.json").read_text())
+    select = json.loads((repo / "metrics/select.json").read_text())
     assert "selection_precision" not in select  # no related/unrelated truth for real data
+    assert "roc_auc" not in select and 0.0 < select["selected_fraction"] <= 1.0
+    assert (repo / "results/select/score_distribution.png").stat().st_size > 0  # per class
     report = (repo / "results/report/report.md").read_text()
     assert "85.795" in report and "87.17" in report  # published references beside measured
 
@@ -105,5 +107,6 @@ def test_dogs_imagenet_preset_meta_trains_on_real_format_fixtures(tmp_path):
     ran = {line.split("'")[1] for line in out.stdout.splitlines()
            if line.startswith("Running stage")}
     assert ran == {"prepare", "pretrain", "meta_train"}
-    metrics = json.loads((repo / "models/meta_train/metrics.json").read_text())
+    metrics = json.loads((repo / "metrics/meta_train.json").read_text())
     assert metrics["iterations"] == 2 and 0.0 <= metrics["val_top1"] <= 1.0
+    assert metrics["cost"]["seconds_per_iter"] > 0 and metrics["cost"]["memory"] == "rss_growth"

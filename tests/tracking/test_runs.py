@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -26,10 +27,19 @@ def runs_of(client, tracking):
     return parents, children
 
 
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout
+
+
 def test_one_parent_per_execution_one_child_per_stage(client, tracking, git_repo, monkeypatch):
     monkeypatch.chdir(git_repo)
+    (git_repo / "params.yaml").write_text("meta: {order: second, inner_lr: 0.01}\n")
+    git("commit", "-qam", "params", cwd=git_repo)
+    baseline = git("rev-parse", "HEAD", cwd=git_repo).strip()
+    (git_repo / "params.yaml").write_text("meta: {order: first, inner_lr: 0.01}\n")  # as -S does
     monkeypatch.setenv("DVC_EXP_NAME", "brave-owls")
-    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "a" * 40)
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", baseline)
     for stage, sections in [("prepare", ["data"]), ("meta_train", ["model", "meta"])]:
         with stage_run(stage, PARAMS, sections, tracking, data_digest="sha256:abc",
                        device="cpu") as run:
@@ -37,7 +47,7 @@ def test_one_parent_per_execution_one_child_per_stage(client, tracking, git_repo
             assert client.get_run(run.parent_run_id).info.status == "RUNNING"
 
     (parent,), children = runs_of(client, tracking)
-    assert parent.info.run_name == "brave-owls"
+    assert parent.info.run_name == "brave-owls meta.order=first"  # what differs, in the name
     assert parent.info.status == "FINISHED"
     assert parent.data.params["meta.order"] == "first"  # the parent carries every section
     assert parent.data.params["synthetic.image_size"] == "32"
@@ -48,9 +58,10 @@ def test_one_parent_per_execution_one_child_per_stage(client, tracking, git_repo
         tags = child.data.tags
         assert tags["stage"] == child.info.run_name
         assert tags["dvc.exp_name"] == "brave-owls"
-        assert tags["dvc.exp_baseline_rev"] == "a" * 40
+        assert tags["dvc.exp_baseline_rev"] == baseline
+        assert tags["params.overrides"] == "meta.order=first"
         assert re.fullmatch(r"[0-9a-f]{40}", tags["git.commit"])
-        assert tags["git.dirty"] == "false"
+        assert tags["git.dirty"] == "true"  # params.yaml edited, as in a DVC experiment
         assert tags["data.manifest_digest"] == "sha256:abc"
         assert tags["seed"] == "7" and tags["device"] == "cpu"
         assert tags["metafgnet.version"]
@@ -68,7 +79,7 @@ def test_parent_named_after_git_revision_and_time(client, tracking, git_repo, mo
     with stage_run("evaluate", PARAMS, ["select"], tracking):
         pass
     (parent,), _ = runs_of(client, tracking)
-    assert re.fullmatch(rf"{rev[:7]}-\d{{8}}-\d{{6}}", parent.info.run_name)
+    assert re.fullmatch(rf"{rev[:7]}-\d{{8}}-\d{{6}} baseline", parent.info.run_name)
 
 
 def test_separate_executions_get_separate_parents(client, tracking, monkeypatch):

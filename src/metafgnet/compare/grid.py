@@ -16,6 +16,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,6 +133,18 @@ def dvc(*args: str, cwd: Path | None = None) -> str:
     return out.stdout
 
 
+def start_queue(jobs: int, cwd: Path | None = None) -> None:
+    """``dvc queue start -j jobs``. Its workers outlive the command and inherit its output, so
+    that goes to a file: waiting on a pipe would wait for the workers to exit."""
+    with tempfile.TemporaryFile("w+") as log:
+        code = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              cwd=cwd).returncode
+        if code != 0:
+            log.seek(0)
+            raise GridError(f"dvc queue start -j {jobs} failed ({code}):\n{log.read()}")
+
+
 def experiments(cwd: Path | None = None) -> dict[str, dict]:
     """Finished experiments by name: ``{"params": {...}, "metrics": {file: {...}}}``."""
     found = {}
@@ -175,7 +188,7 @@ def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.
     for point in todo:
         if point.name not in pending:
             dvc("exp", "run", "--queue", "--force", "-n", point.name, *point.set_args(), cwd=cwd)
-    dvc("queue", "start", "-j", str(jobs), cwd=cwd)
+    start_queue(jobs, cwd)
     names, start, last = {p.name for p in todo}, time.monotonic(), None
     while True:
         states = {n: s for n, s in _queue_states(cwd).items() if n in names}

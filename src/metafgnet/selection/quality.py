@@ -34,14 +34,14 @@ def precision_at_k(scores: torch.Tensor, positive: torch.Tensor, k: int | None =
     if k <= 0:
         return float("nan")
     order = torch.argsort(scores, descending=True, stable=True)[:k]
-    return float(positive.bool()[order].float().mean())
+    return float(positive.bool()[order].double().mean())
 
 
 def selection_quality(scores: torch.Tensor, keep: torch.Tensor, related: torch.Tensor) -> dict:
     """Every ground-truth measure of one selection (``keep`` and ``related`` are (N,) bool)."""
-    return {"related_base_rate": float(related.float().mean()),
-            "selection_precision": float(related[keep].float().mean()) if keep.any() else 0.0,
-            "related_recall": (float(keep[related].float().mean()) if related.any()
+    return {"related_base_rate": float(related.double().mean()),
+            "selection_precision": float(related[keep].double().mean()) if keep.any() else 0.0,
+            "related_recall": (float(keep[related].double().mean()) if related.any()
                                else float("nan")),
             "roc_auc": roc_auc(scores, related),
             "precision_at_related": precision_at_k(scores, related)}

@@ -126,5 +126,8 @@ def params_overrides(params_file: str | Path = "params.yaml",
     path = Path(cwd or ".") / params_file
     if committed is None or not path.is_file():
         return {}
-    base, now = flatten(parse_yaml_text(committed) or {}), flatten(read_yaml(path) or {})
+    base, now = parse_yaml_text(committed), read_yaml(path)
+    if not isinstance(base, dict) or not isinstance(now, dict):
+        return {}
+    base, now = flatten(base), flatten(now)
     return {k: str(v) for k, v in now.items() if k not in base or base[k] != v}
