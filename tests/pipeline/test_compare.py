@@ -90,6 +90,10 @@ def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
     assert {client.get_run(r).data.tags["dvc.exp_name"] for r in linked} >= {
         "cmp-meta_order-first-seed-1", "cmp-meta_order-second-seed-1"}
     assert "diff/test_top1/metafgnet" in latest.data.metrics
+    # a seed sweep shares the seed-independent stages: checked out from the cache, not re-run
+    for run_id in linked:
+        reused = client.get_run(run_id).data.tags["stages.reused"].split()
+        assert {"prepare", "pretrain"} <= set(reused), reused
 
 
 def test_an_invalid_grid_fails_before_anything_is_queued(tiny_pipeline):

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 from metafgnet.params import TrackingParams
+from support import servers
 
 BIN = Path(sys.executable).parent
 _ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "DVC_ROOT", "DVC_EXP_NAME",
              "DVC_EXP_BASELINE_REV", "DVC_STAGE", "METAFGNET_EXECUTION_ID")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = servers.free_port
 
 
 @pytest.fixture(scope="session")
@@ -79,38 +72,8 @@ def client(sqlite_uri):
 def mlflow_server(tmp_path_factory):
     """A real, lean ``mlflow server`` on 127.0.0.1 (started once); yields its URL."""
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    log = open(root / "server.log", "w")  # noqa: SIM115 (open for the server's lifetime)
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--workers", "1", "--host", "127.0.0.1",
-         "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()}")
-            time.sleep(0.5)
+    with servers.mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker, by group id
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def git(*args: str, cwd: Path) -> str:

@@ -4,7 +4,10 @@ A grid is one compared factor with two levels (default ``meta.order`` = ``first`
 optional further swept keys (every combination is its own condition), and seeds. Each grid point
 is one DVC experiment named after its overrides (``cmp-meta_order-first-seed-1``), so a rerun
 finds the points already done in ``dvc exp show`` and queues only the others; queued points
-run with ``dvc queue start -j <jobs>``. Points are validated against the params schema before
+run with ``dvc queue start -j <jobs>``. They are queued without ``--force``, so stages whose
+inputs a point does not change (``prepare`` and ``pretrain`` in a seed sweep, since they have
+their own ``data.split_seed`` and ``pretrain.seed``) are checked out from the DVC cache, not
+run again. Points are validated against the params schema before
 anything is queued.
 """
 
@@ -187,7 +190,7 @@ def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.
     pending = {n for n, s in _queue_states(cwd).items() if s in ("Queued", "Running")}
     for point in todo:
         if point.name not in pending:
-            dvc("exp", "run", "--queue", "--force", "-n", point.name, *point.set_args(), cwd=cwd)
+            dvc("exp", "run", "--queue", "-n", point.name, *point.set_args(), cwd=cwd)
     start_queue(jobs, cwd)
     names, start, last = {p.name for p in todo}, time.monotonic(), None
     while True:

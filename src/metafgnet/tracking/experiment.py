@@ -24,11 +24,13 @@ from pathlib import Path
 
 from metafgnet.params import TrackingParams
 from metafgnet.tracking import uri as uri_mod
+from metafgnet.tracking.views import view_tags
 
 log = logging.getLogger(__name__)
 
-# Marks a model-training experiment: the MLflow 3 UI then opens on its runs, not on GenAI traces.
-_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# Marks a model-training experiment: the MLflow 3 UI then opens on its runs, not on GenAI traces;
+# and installs the runs-table view that compares executions (metafgnet.tracking.views).
+_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development", **view_tags()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +84,9 @@ def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
             f"MLflow experiment {name!r} is deleted; restore it (`mlflow experiments restore "
             f"--experiment-id {exp.experiment_id}`) or set another `tracking.experiment`."
         )
+    for key, value in _EXPERIMENT_TAGS.items():
+        if exp.tags.get(key) != value:  # an experiment made before this version, or by hand
+            client.set_experiment_tag(exp.experiment_id, key, value)
     if artifact_location and exp.artifact_location != artifact_location:
         log.warning(
             "experiment %r stores artifacts at %s, not %s", name, exp.artifact_location,
