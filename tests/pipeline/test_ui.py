@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-from metafgnet.tracking.views import compare_view_url
+from metafgnet.tracking.views import compare_view_url, experiment_url
 from support.browser import CHROMIUM, dump_dom, grid_rows, screenshot, text_of
 from support.servers import mlflow_server
 
@@ -35,8 +35,8 @@ def test_runs_table_and_compare_page_show_each_order_beside_its_result(two_execu
     exp_id, parents = _parents(uri)
     assert set(parents) == {"first", "second"}
     with mlflow_server(uri, tmp_path / "server") as url:
-        # the experiment opens on its training runs (not the GenAI overview)
-        home = text_of(dump_dom(tmp_path, f"{url}/#/experiments/{exp_id}"))
+        # the experiment's page in model-training mode opens on its runs (not GenAI traces)
+        home = text_of(dump_dom(tmp_path, experiment_url(url, exp_id)))
         assert all(p.info.run_name in home for p in parents.values()), home[:800]
 
         # the package's saved view: one row per execution, the switch beside the results

@@ -39,6 +39,17 @@ def view_tags() -> dict[str, str]:
     return {TAG_PREFIX + COMPARE_VIEW: compare_view_state()}
 
 
+# The UI has two modes, GenAI (its default: an experiment opens on a traces overview) and model
+# training (it opens on the runs table); the ``workflowType`` query parameter picks one.
+TRAINING_MODE = "workflowType=machine_learning"
+
+
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """The experiment's runs table in the UI at ``ui`` (e.g. ``http://127.0.0.1:5000``)."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?{TRAINING_MODE}"
+
+
 def compare_view_url(ui: str, experiment_id: str) -> str:
-    """Where the view opens in the UI at ``ui`` (e.g. ``http://127.0.0.1:5000``)."""
-    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={COMPARE_VIEW}"
+    """Where the comparison view opens in the UI at ``ui``."""
+    return (f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{TRAINING_MODE}"
+            f"&viewStateShareKey={COMPARE_VIEW}")
