@@ -42,6 +42,8 @@ def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
         assert "2/2 done" in first.stdout
         again = run([*COMPARE, "--seeds", "0", "1"], repo, env)
         assert "4 grid points, 2 already done, 2 to run" in again.stdout
+        # progress counts only finished points (queued ones carry the baseline's metrics files)
+        assert "compare: 0/2 done, " in again.stdout and "2/2 done" in again.stdout
     finally:
         run([sys.executable, "-m", "dvc", "queue", "stop"], repo, env, check=False)
     rows = _shown(repo, env)

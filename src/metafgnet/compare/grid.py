@@ -149,10 +149,14 @@ def start_queue(jobs: int, cwd: Path | None = None) -> None:
 
 
 def experiments(cwd: Path | None = None) -> dict[str, dict]:
-    """Finished experiments by name: ``{"params": {...}, "metrics": {file: {...}}}``."""
+    """Finished experiments by name: ``{"params": {...}, "metrics": {file: {...}}}``. Entries
+    still queued or running, or failed, are left out."""
     found = {}
     for baseline in json.loads(dvc("exp", "show", "--json", cwd=cwd) or "[]"):
         for exp in baseline.get("experiments") or []:
+            # queued, running and failed entries carry the baseline commit's metrics files
+            if ((exp.get("executor") or {}).get("state") or "success") != "success":
+                continue
             rev = (exp.get("revs") or [{}])[0]
             data = rev.get("data") or {}
             metrics = {f: (m or {}).get("data") for f, m in (data.get("metrics") or {}).items()}
