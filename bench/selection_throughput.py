@@ -1,6 +1,6 @@
 """Benchmark sample-selection scoring: images/s of :func:`metafgnet.selection.score_auxiliary`.
 
-Scoring (SPEC.md stage 3) runs the stage-2 model in eval mode over the WHOLE auxiliary set
+Scoring (docs/method.md, stage 3) runs the stage-2 model in eval mode over the WHOLE auxiliary set
 (10,320 L-Bird classes, ~1.2 M ImageNet images), so its throughput bounds the selection stage.
 Configurations:
 

@@ -1,4 +1,4 @@
-"""Stage `finetune@<arm>`: fine-tune one arm on the target set (SPEC stage 5)."""
+"""Stage `finetune@<arm>`: fine-tune one arm on the target set (docs/method.md, stage 5)."""
 
 import argparse
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""Stages `meta_train` / `meta_train_selected`: MetaFGNet meta-training (SPEC stages 2 and 4)."""
+"""Stages `meta_train` / `meta_train_selected`: MetaFGNet meta-training
+(docs/method.md, stages 2 and 4)."""
 
 import argparse
 from pathlib import Path

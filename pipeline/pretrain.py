@@ -1,4 +1,4 @@
-"""Stage `pretrain`: source pretraining on the auxiliary set (SPEC stage 1)."""
+"""Stage `pretrain`: source pretraining on the auxiliary set (docs/method.md, stage 1)."""
 
 import argparse
 from pathlib import Path

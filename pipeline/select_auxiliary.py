@@ -1,4 +1,4 @@
-"""Stage `select`: score the auxiliary images with the meta-trained model (SPEC stage 3).
+"""Stage `select`: score the auxiliary images with the meta-trained model (docs/method.md, stage 3).
 
 (Not named select.py: a script folder is first on sys.path and would shadow the stdlib module.)
 """

@@ -1,4 +1,4 @@
-"""Sample selection (SPEC.md stage 3) on hand-built logits with hand-computed scores."""
+"""Sample selection (docs/method.md, stage 3) on hand-built logits with hand-computed scores."""
 
 import math
 

@@ -1,5 +1,5 @@
-"""The paper presets: each validates with SPEC.md's hyperparameters, applies through the CLI, and
-runs for a few steps on tiny datasets written in the real formats (ResNet-34, no download)."""
+"""The paper presets: each validates with the paper's hyperparameters (docs/method.md), applies
+through the CLI, and runs for a few steps on tiny datasets written in the real formats (ResNet-34, no download)."""
 
 from __future__ import annotations
 

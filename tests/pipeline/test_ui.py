@@ -52,7 +52,7 @@ def test_runs_table_and_compare_page_show_each_order_beside_its_result(two_execu
                 value = float(row[f"metrics.`test_top1/{arm}`"])
                 assert value == pytest.approx(parent.data.metrics[f"test_top1/{arm}"], abs=5e-4)
             assert float(row["metrics.`cost/meta_train/seconds_per_iter`"]) > 0
-        shot = screenshot(tmp_path, view, "runs_compare_view.png", size="1700,520")
+        shot = screenshot(tmp_path, view, "runs_compare_view.png", size="2400,520")
         assert shot.stat().st_size > 20_000
 
         # MLflow's compare page of the two parent runs

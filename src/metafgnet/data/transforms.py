@@ -1,7 +1,7 @@
 """Image transforms of the paper, sized by ``DataParams`` (torchvision.transforms.v2).
 
 - ``train_transform(data, "random_resized_crop")``: RandomResizedCrop(image_size) + flip, used
-  for source pretraining and meta-training (SPEC stages 1, 2, 4).
+  for source pretraining and meta-training (docs/method.md, stages 1, 2, 4).
 - ``train_transform(data, "random_crop")``: Resize(resize) + RandomCrop(image_size) + flip, used
   for fine-tuning (stage 5).
 - ``eval_transform(data)``: Resize(resize) + CenterCrop(image_size).

@@ -2,7 +2,7 @@
 
 Many small tensors are flattened into a few large buffers (one per dtype, capped at
 :data:`BUCKET_ELEMENTS`) so a step costs a handful of collectives, as DDP's buckets do. No DDP
-wrapper: it does not support double backward (pytorch#63929; TOOLCHAIN.md).
+wrapper: it does not support double backward (pytorch#63929; docs/platform.md).
 
 Means are ``SUM`` followed by a division by the world size (``ReduceOp.AVG`` is NCCL-only).
 For two ranks the sum ``a + b`` is exact-order independent, so both ranks and a

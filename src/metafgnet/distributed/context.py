@@ -1,4 +1,4 @@
-"""The process group of a run: who this process is, decided once at start-up (STYLE.md).
+"""The process group of a run: who this process is, decided once at start-up.
 
 Runs are launched with ``torchrun`` (one process per GPU, or several CPU processes), which sets
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and

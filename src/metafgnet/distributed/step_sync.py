@@ -4,7 +4,7 @@
   applies the same update and the parameters stay identical without any further broadcast;
 - BatchNorm running statistics: each rank moved them with its own shard's batch statistics
   (per-rank batch statistics in every training pass: SyncBatchNorm has no double backward,
-  TOOLCHAIN.md); they are then AVERAGED over ranks, so all ranks hold identical buffers and the
+  docs/platform.md); they are then AVERAGED over ranks, so all ranks hold identical buffers and the
   evaluation model is the same everywhere. Running statistics are updated linearly, so
   averaging after every step equals averaging once at the end: the running mean is that of the
   global batch means (equal shards); the running variance is the mean of the per-shard

@@ -1,9 +1,9 @@
 """Classification metrics on a labelled dataset: top-1, mean per-class accuracy, confusion.
 
-SPEC.md ("Evaluation"): single centre crop, top-1. The crop is the dataset's transform; this
-module only runs the model in eval mode (BatchNorm uses running statistics) and counts.
-Model selection uses a validation split; the test split is evaluated once (SPEC.md, "Known
-weaknesses": the authors picked checkpoints on test).
+docs/method.md ("The stages", evaluation): single centre crop, top-1. The crop is the
+dataset's transform; this module only runs the model in eval mode (BatchNorm uses running statistics) and counts.
+Model selection uses a validation split; the test split is evaluated once
+(docs/method.md, "Where the reproduction departs": the authors picked checkpoints on test).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""MetaFGNet: a shared backbone with a target head and a source (auxiliary) head (SPEC.md)."""
+"""MetaFGNet: a shared backbone with a target head and a source (auxiliary) head
+(docs/method.md, "The model")."""
 
 from __future__ import annotations
 

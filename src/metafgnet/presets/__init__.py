@@ -1,4 +1,4 @@
-"""Paper presets: params override files for the published settings (SPEC.md).
+"""Paper presets: params override files for the published settings (docs/method.md).
 
 A preset holds only what differs from the dataclass defaults of :class:`metafgnet.params.Params`;
 :func:`resolve_preset` merges it onto those defaults and validates the result, so applying a

@@ -1,4 +1,4 @@
-"""Sample selection of auxiliary data (SPEC.md, "The stages", step 3).
+"""Sample selection of auxiliary data (docs/method.md, "The stages", step 3).
 
 The stage-2 MetaFGNet, in eval mode on centre-cropped auxiliary images, scores every image by
 how strongly it activates the *target* head relative to everything it activates:
@@ -83,7 +83,7 @@ def rank(scores: torch.Tensor) -> torch.Tensor:
 
 
 def select(scores: torch.Tensor, sel: SelectParams) -> torch.Tensor:
-    """Boolean keep-mask ``(N,)`` over the auxiliary set, ranked globally (SPEC.md step 3).
+    """Boolean keep-mask ``(N,)`` over the auxiliary set, ranked globally (docs/method.md, stage 3).
 
     - ``ratio``: keep the ``floor(ratio * N)`` best (at least one when ``N > 0``), not per class;
     - ``threshold``: keep every image with ``score >= sel.threshold`` (ties all kept);

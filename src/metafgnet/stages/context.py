@@ -1,7 +1,7 @@
 """What every pipeline stage shares: params, device, prepared data, the tracking run.
 
 A stage is ``with open_stage(name, sections) as ctx: ...``. Start-up decisions (device,
-precision, threads, seeds) are made here once and passed down (STYLE.md).
+precision, threads, seeds) are made here once and passed down.
 """
 
 from __future__ import annotations

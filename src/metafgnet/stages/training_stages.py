@@ -1,4 +1,5 @@
-"""Training stages: source pretraining, meta-training, the joint baseline, fine-tuning (SPEC.md).
+"""Training stages: source pretraining, meta-training, the joint baseline, fine-tuning
+(docs/method.md, "The stages").
 
 Each stage loads its init model, trains with the loops of :mod:`metafgnet.training` (data
 parallel over ``ctx.dist``, checkpointing into ``ctx.checkpoint_dir``), and on rank 0 writes its
@@ -57,7 +58,7 @@ def _load(ctx: StageContext, init: Path):
 
 
 def run_pretrain(ctx: StageContext, out: Path) -> dict:
-    """SPEC stage 1: backbone + new source head trained on the auxiliary set."""
+    """docs/method.md, stage 1: backbone + new source head trained on the auxiliary set."""
     p = ctx.params
     model = build_model(p.model, len(ctx.data.target_classes), len(ctx.data.auxiliary_classes))
     model = prepare_model(model, p.runtime, ctx.device)
@@ -120,7 +121,7 @@ def run_joint(ctx: StageContext, init: Path, out: Path) -> dict:
 
 
 def run_finetune(ctx: StageContext, init: Path, out: Path) -> dict:
-    """SPEC stage 5 for one arm: fresh target head, best epoch chosen on validation."""
+    """docs/method.md, stage 5 for one arm: fresh target head, best epoch chosen on validation."""
     p = ctx.params
     model, arch = _load(ctx, init)
     fit = finetune(model, ctx.target("train", "random_crop"), ctx.target("val", None), p.finetune,

@@ -221,7 +221,8 @@ def pair_stream(stream: BatchStream, local_batch_size: int, start: int = 0
 def target_pairs(
     ds: Dataset, batch_size: int, *, seed: int, loader_kwargs: dict | None = None
 ) -> Iterator[tuple[Batch, Batch]]:
-    """Endless ``(T_i, T_j)`` pairs from one seeded stream of ``2 * batch_size`` (SPEC.md step 1)."""
+    """Endless ``(T_i, T_j)`` pairs from one seeded stream of ``2 * batch_size``
+    (docs/method.md, meta-iteration step 1)."""
     stream = BatchStream(ds, 2 * batch_size, seed=seed, segments=[batch_size, batch_size],
                          loader_kwargs=loader_kwargs)
     return pair_stream(stream, batch_size)

@@ -1,4 +1,4 @@
-"""What a training loop reports and when it must stop (STYLE.md: stop on a non-finite loss).
+"""What a training loop reports and when it must stop (stop on a non-finite loss).
 
 Two pieces shared by every loop:
 
@@ -7,8 +7,8 @@ Two pieces shared by every loop:
   is NaN or infinite; per-parameter gradients are only inspected, to name the culprit, once
   their global norm is already known to be non-finite.
 - :class:`WindowMean` averages logged values over the steps since the previous log row, so a
-  value logged as a mean is one (SPEC.md, "Known weaknesses": the authors logged single
-  iterations labelled as averages).
+  value logged as a mean is one (docs/method.md, "Where the reproduction departs": the
+  authors logged single iterations labelled as averages).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Plain (non-meta) training stages of SPEC.md: source pretraining, fine-tuning, joint baseline.
+"""Plain (non-meta) training stages (docs/method.md): source pretraining, fine-tuning, joint
+baseline.
 
 All three share one epoch loop (:func:`_fit`) and one optimizer/schedule construction
 (:mod:`metafgnet.training.optim`): SGD with momentum and weight decay, a learning rate per
@@ -97,7 +98,8 @@ def pretrain(
     checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
     channels_last: bool = False, fingerprint_extra: dict | None = None,
 ) -> list[dict]:
-    """SPEC.md stage 1: train backbone (``backbone_lr``) + source head (``head_lr``) in place."""
+    """docs/method.md, stage 1: train backbone (``backbone_lr``) + source head (``head_lr``) in
+    place."""
     scale = Scale(dist, checkpoint_dir, checkpoint_every, channels_last, fingerprint_extra,
                   loader_kwargs)
     seed_everything(seed)
@@ -119,7 +121,7 @@ def finetune(
     checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
     channels_last: bool = False, fingerprint_extra: dict | None = None,
 ) -> FitResult:
-    """SPEC.md stage 5: fresh target head (``head_lr``) + backbone (``backbone_lr``).
+    """docs/method.md, stage 5: fresh target head (``head_lr``) + backbone (``backbone_lr``).
 
     The target head is re-initialised (seeded) first; the source head is not trained. The
     validation set picks the best epoch; with ``restore_best`` the model ends at that state.

@@ -1,8 +1,8 @@
-"""Device, precision and determinism, decided once at start-up and passed down (STYLE.md).
+"""Device, precision and determinism, decided once at start-up and passed down.
 
 Library code never picks a device on its own: stages call :func:`setup_runtime` once, get a
 ``torch.device`` and an autocast factory from :func:`make_autocast`, and hand both to the
-training loops. Determinism facts are from TOOLCHAIN.md: CPU results are bit-identical across
+training loops. Determinism facts are from docs/platform.md: CPU results are bit-identical across
 processes only at the same thread count, so the thread count is pinned here.
 """
 
@@ -66,7 +66,7 @@ def setup_runtime(
 
     - seeds ``random``, NumPy and torch with ``seed``;
     - pins ``torch.set_num_threads(runtime.num_threads)`` when it is > 0 (needed for
-      bit-identical CPU results, TOOLCHAIN.md);
+      bit-identical CPU results, docs/platform.md);
     - ``runtime.deterministic``: ``torch.use_deterministic_algorithms(True)``, cuDNN
       deterministic, cuDNN benchmark off, and ``CUBLAS_WORKSPACE_CONFIG`` set for cuBLAS. On
       CUDA the check is ``warn_only`` because ResNet's adaptive average pooling has no

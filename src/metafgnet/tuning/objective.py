@@ -2,7 +2,8 @@
 
 One trial, from the pretrained model (``models/pretrain/model.pt``):
 
-1. meta-training on the whole auxiliary set (SPEC stage 2), ``tune.budget.meta_iterations``;
+1. meta-training on the whole auxiliary set (docs/method.md, stage 2),
+   ``tune.budget.meta_iterations``;
 2. with ``tune.budget.selection``: sample selection with the trial's ``select`` params and
    meta-training again on the selection, iterations scaled by the kept fraction (stages 3-4);
 3. fine-tuning with a fresh target head for ``tune.budget.finetune_epochs`` (stage 5).
@@ -11,7 +12,7 @@ The value is the best validation top-1 over the fine-tuning epochs, the number t
 fine-tuning stage selects its epoch by. After every epoch the best-so-far validation top-1 is
 reported (``trial.report(value, epoch)``) and a trial the pruner flags raises
 ``optuna.TrialPruned``. The test split is never read. Everything is seeded by ``params.seed``,
-so a trial is a pure function of its params (at a fixed thread count, TOOLCHAIN.md); an
+so a trial is a pure function of its params (at a fixed thread count, docs/platform.md); an
 ``optuna.trial.FixedTrial`` runs the objective outside any study.
 """
 
@@ -87,7 +88,8 @@ def run_trial(params: Params, data: Any, init: Path, device: torch.device,
                                  loader_kwargs=io.loop["loader_kwargs"])  # (N,)
         keep = select(scores, params.select)  # (N,) bool
         records = [r for r, k in zip(data.auxiliary, keep.tolist(), strict=True) if k]
-        # as the pipeline's meta_train_selected: schedule scaled to the subset (SPEC stage 4)
+        # as the pipeline's meta_train_selected: schedule scaled to the subset
+        # (docs/method.md, stage 4)
         fraction = len(records) / max(1, len(data.auxiliary))
         iterations = max(1, round(params.meta.iterations * fraction))
         milestones = [max(1, round(m * fraction)) for m in params.meta.milestones]
