@@ -86,6 +86,27 @@ class ModelParams:
     width: PosInt = 32  # base channel width of small_resnet (ignored by torchvision nets)
 
 
+def schedule_problem(milestones: list[int], horizon: int, unit: str) -> str | None:
+    """What is wrong with a step schedule's ``milestones`` over ``horizon`` epochs or
+    iterations (the message starts with the key, ``milestones:``), or None."""
+    if list(milestones) != sorted(set(milestones)):
+        return f"milestones: must be strictly increasing, got {list(milestones)}"
+    late = [m for m in milestones if m >= horizon]
+    if late:
+        return (f"milestones: {late} not below {unit} ({horizon}), so that decay would never "
+                f"happen; use milestones below {horizon}, or fewer")
+    return None
+
+
+def scaled_schedule(length: int, milestones: list[int], factor: float) -> tuple[int, list[int]]:
+    """A step schedule of ``length`` epochs or iterations run ``factor`` times as long (a
+    selected subset, a tuning budget): the new length (at least 1) and the milestones scaled
+    the same way, kept strictly increasing, at least 1 and below the new length."""
+    new = max(1, round(length * factor))
+    scaled = {max(1, round(m * factor)) for m in milestones}
+    return new, sorted(m for m in scaled if m < new)
+
+
 @_section
 class OptimParams:
     """SGD schedule of a plain training stage: per-group learning rates with step milestones."""
@@ -101,8 +122,8 @@ class OptimParams:
 
     @model_validator(mode="after")
     def _milestones_sorted(self):
-        if list(self.milestones) != sorted(set(self.milestones)):
-            raise ValueError(f"milestones must be strictly increasing, got {self.milestones}")
+        if problem := schedule_problem(self.milestones, self.epochs, "epochs"):
+            raise ValueError(problem)
         return self
 
 
@@ -146,8 +167,8 @@ class MetaParams:
 
     @model_validator(mode="after")
     def _milestones_sorted(self):
-        if list(self.milestones) != sorted(set(self.milestones)):
-            raise ValueError(f"milestones must be strictly increasing, got {self.milestones}")
+        if problem := schedule_problem(self.milestones, self.iterations, "iterations"):
+            raise ValueError(problem)
         if self.micro_batch > self.batch_size:
             raise ValueError(
                 f"micro_batch ({self.micro_batch}) must be at most batch_size "
@@ -447,6 +468,9 @@ def _format_error(err: dict) -> str:
     if not key:
         return msg
     if isinstance(err.get("input"), dict):  # a section-level check: the message names the keys
+        field, sep, rest = msg.partition(": ")
+        if sep and field in err["input"]:   # ... or starts with the one key it is about
+            return f"{key}.{field}: {rest}"
         return f"{key}: {msg}"
     return f"{key}: {msg} (got {err['input']!r})"
 

@@ -42,7 +42,13 @@ def test_literal_names_allowed_values():
         ({"meta": {"inner_lr": -1}}, "meta.inner_lr: Input should be greater than 0 (got -1)"),
         ({"model": {"width": "abc"}}, "model.width: Input should be a valid integer"),
         ({"data": {"resize": 10}}, "data: resize (10) must be >= image_size (32)"),
-        ({"pretrain": {"milestones": [3, 2]}}, "pretrain: milestones must be strictly increasing"),
+        ({"pretrain": {"milestones": [3, 2]}}, "pretrain.milestones: must be strictly increasing"),
+        ({"pretrain": {"epochs": 30, "milestones": [20, 30]}},
+         "pretrain.milestones: [30] not below epochs (30)"),
+        ({"meta": {"iterations": 100, "milestones": [50, 150]}},
+         "meta.milestones: [150] not below iterations (100)"),
+        ({"finetune": {"epochs": 4, "milestones": [2, 5]}}, "finetune.milestones: [5]"),
+        ({"joint": {"epochs": 2, "milestones": [2]}}, "joint.milestones: [2] not below epochs"),
         ({"select": {"ratio": 1.5}}, "select.ratio: Input should be less than or equal to 1"),
         ({"meta": {"micro_batch": -1}},
          "meta.micro_batch: Input should be greater than or equal to 0"),
@@ -90,3 +96,13 @@ def test_cli_params_check_exit_codes(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode != 0
     assert "meta.ordr: unknown key; did you mean meta.order?" in out.stderr
+
+
+def test_scaled_schedule_keeps_milestones_inside_the_shorter_run():
+    from metafgnet.params import scaled_schedule
+
+    assert scaled_schedule(300, [150, 250], 0.8) == (240, [120, 200])
+    assert scaled_schedule(300, [150, 250], 10 / 300) == (10, [5, 8])
+    # collapsing milestones are merged, those at or past the end dropped, never below 1
+    assert scaled_schedule(10, [1, 2, 9], 0.1) == (1, [])
+    assert scaled_schedule(100, [1, 2, 60], 0.3) == (30, [1, 18])

@@ -16,7 +16,7 @@ from metafgnet.data import Record
 from metafgnet.distributed import sharded_evaluate
 from metafgnet.io import write_json, write_tsv
 from metafgnet.models import build_model
-from metafgnet.params import to_dict
+from metafgnet.params import scaled_schedule, to_dict
 from metafgnet.stages.context import StageContext
 from metafgnet.training import (
     finetune,
@@ -88,8 +88,7 @@ def run_meta_train(ctx: StageContext, init: Path, out: Path, metrics_path: Path,
     model.reset_target_head(len(ctx.data.target_classes))
     records = ctx.data.auxiliary if selection is None else read_selection(selection)
     fraction = len(records) / max(1, len(ctx.data.auxiliary))
-    iterations = max(1, round(p.meta.iterations * fraction))
-    milestones = [max(1, round(m * fraction)) for m in p.meta.milestones]
+    iterations, milestones = scaled_schedule(p.meta.iterations, p.meta.milestones, fraction)
     inputs = [init / "model.pt"] + ([] if selection is None else [selection])
     with PeakMemory(ctx.device) as memory:
         curves = meta_train(model, ctx.target("train", "random_resized_crop"),

@@ -27,7 +27,7 @@ import torch
 
 from metafgnet.checkpoints import load_model
 from metafgnet.data import ImageDataset, eval_transform, train_transform
-from metafgnet.params import Params
+from metafgnet.params import Params, scaled_schedule
 from metafgnet.selection import score_auxiliary, select
 from metafgnet.training import finetune, make_autocast, meta_train, seed_everything
 from metafgnet.tuning.space import suggest, trial_params
@@ -91,13 +91,13 @@ def run_trial(params: Params, data: Any, init: Path, device: torch.device,
         # as the pipeline's meta_train_selected: schedule scaled to the subset
         # (docs/method.md, stage 4)
         fraction = len(records) / max(1, len(data.auxiliary))
-        iterations = max(1, round(params.meta.iterations * fraction))
-        milestones = [max(1, round(m * fraction)) for m in params.meta.milestones]
+        iterations, milestones = scaled_schedule(params.meta.iterations, params.meta.milestones,
+                                                 fraction)
         seed_everything(params.seed)
         model.reset_target_head(num_classes)
         meta_train(model, io.target("train", "random_resized_crop"),
                    io.auxiliary("random_resized_crop", records), params.meta,
-                   iterations=iterations, milestones=sorted(set(milestones)), **io.loop)
+                   iterations=iterations, milestones=milestones, **io.loop)
 
     best = -1.0
 

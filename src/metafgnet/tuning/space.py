@@ -13,7 +13,15 @@ import hashlib
 import json
 from typing import Any
 
-from metafgnet.params import Params, SearchDim, TuneParams, deep_merge, parse_params, to_dict
+from metafgnet.params import (
+    Params,
+    SearchDim,
+    TuneParams,
+    deep_merge,
+    parse_params,
+    scaled_schedule,
+    to_dict,
+)
 
 # The params sections a trial reads (the DVC stage `tune` declares the same).
 SECTIONS = ("seed", "data", "meta", "select", "finetune", "runtime", "tune")
@@ -53,23 +61,15 @@ def current_values(params: Params) -> dict[str, Any]:
             for key in params.tune.space}
 
 
-def _scaled(milestones: list[int], factor: float, length: int) -> list[int]:
-    """Milestones scaled to a shorter (or longer) run; kept strictly increasing and >= 1."""
-    return sorted({max(1, round(m * factor)) for m in milestones if round(m * factor) < length})
-
-
 def budget_overrides(params: Params) -> dict[str, dict[str, Any]]:
     """``meta.iterations`` / ``finetune.epochs`` from ``tune.budget``, milestones scaled."""
     budget = params.tune.budget
-    meta_f = budget.meta_iterations / params.meta.iterations
-    fine_f = budget.finetune_epochs / params.finetune.epochs
-    return {
-        "meta": {"iterations": budget.meta_iterations,
-                 "milestones": _scaled(params.meta.milestones, meta_f, budget.meta_iterations)},
-        "finetune": {"epochs": budget.finetune_epochs,
-                     "milestones": _scaled(params.finetune.milestones, fine_f,
-                                           budget.finetune_epochs)},
-    }
+    meta = scaled_schedule(params.meta.iterations, params.meta.milestones,
+                           budget.meta_iterations / params.meta.iterations)
+    fine = scaled_schedule(params.finetune.epochs, params.finetune.milestones,
+                           budget.finetune_epochs / params.finetune.epochs)
+    return {"meta": dict(zip(("iterations", "milestones"), meta, strict=True)),
+            "finetune": dict(zip(("epochs", "milestones"), fine, strict=True))}
 
 
 def trial_params(params: Params, values: dict[str, Any]) -> Params:
