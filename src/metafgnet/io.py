@@ -15,6 +15,15 @@ import yaml
 
 
 @contextlib.contextmanager
+def default_mode(path: str | Path) -> None:
+    """Give a file or folder made by ``tempfile`` (0600 / 0700) the permissions an ordinary
+    ``open`` or ``mkdir`` would (0644 / 0755 under the usual umask 022), before it is renamed
+    into place: outputs stay readable by the group and by other users of a shared machine."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~mask)
+
+
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
@@ -24,6 +33,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        default_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

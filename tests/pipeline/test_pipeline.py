@@ -4,7 +4,9 @@ repeatability across two clones and `dvc exp run -S meta.order=first`."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -72,6 +74,10 @@ def test_pipeline_produces_metrics_and_report(tiny_pipeline):
     for figure in ("results/report/confusion.png", "results/select/score_distribution.png",
                    "results/select/top_bottom.png"):
         assert (repo / figure).stat().st_size > 0, figure
+    umask = os.umask(0)
+    os.umask(umask)
+    for output in ("metrics/evaluate.json", "models/meta_train/model.pt", "data/prepared/index.json"):
+        assert stat.S_IMODE((repo / output).stat().st_mode) == 0o666 & ~umask, output
 
 
 def test_stage_and_arm_names_in_the_code_match_dvc_yaml(tiny_pipeline):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from metafgnet.data.errors import DataError, short_list
+from metafgnet.io import default_mode
 
 
 @contextlib.contextmanager
@@ -40,6 +41,7 @@ def staged_dir(dest: str | Path, owned: set[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
+        default_mode(tmp)
         if dest.exists():
             old = tmp.with_name(tmp.name + ".old")
             os.replace(dest, old)

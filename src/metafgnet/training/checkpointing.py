@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from metafgnet.distributed.context import SINGLE, DistContext
+from metafgnet.io import default_mode
 from metafgnet.training.preemption import StopRequest, TrainingInterrupted, stop_requests
 
 __all__ = [
@@ -152,6 +153,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
