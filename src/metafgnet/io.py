@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 
 
-@contextlib.contextmanager
 def default_mode(path: str | Path) -> None:
     """Give a file or folder made by ``tempfile`` (0600 / 0700) the permissions an ordinary
     ``open`` or ``mkdir`` would (0644 / 0755 under the usual umask 022), before it is renamed
@@ -24,6 +23,7 @@ def default_mode(path: str | Path) -> None:
     os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~mask)
 
 
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
