@@ -185,3 +185,30 @@ def test_pruner_and_sampler_come_from_params(pruner, cls):
     assert isinstance(make_sampler(tune, seed=1), optuna.samplers.TPESampler)
     random = parse_params({"tune": {"sampler": {"kind": "random"}}}).tune
     assert isinstance(make_sampler(random, seed=1), optuna.samplers.RandomSampler)
+
+
+def test_cli_never_writes_the_stage_output_and_apply_takes_the_newest(tmp_path, monkeypatch,
+                                                                       capsys):
+    import os
+
+    from metafgnet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(PARAMS_TEXT)
+    assert main(["tune", "--out", "results/tune"]) == 2
+    assert "is the DVC stage `tune`'s output" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+    assert main(["tune", "apply"]) == 2
+    assert "run `metafgnet tune`" in capsys.readouterr().err
+    for folder, ratio, mtime in (("tune", 0.5, 1_000), ("tune-cli", 0.6, 2_000)):
+        best = tmp_path / "results" / folder / "best_params.yaml"
+        best.parent.mkdir(parents=True)
+        best.write_text(f"select:\n  ratio: {ratio}\n")
+        os.utime(best, (mtime, mtime))
+    assert main(["tune", "apply"]) == 0
+    assert "results/tune-cli/best_params.yaml" in capsys.readouterr().out
+    assert load_params(tmp_path / "params.yaml").select.ratio == 0.6
+    os.utime(tmp_path / "results/tune/best_params.yaml", (3_000, 3_000))  # the stage ran later
+    assert main(["tune", "apply"]) == 0
+    assert load_params(tmp_path / "params.yaml").select.ratio == 0.5

@@ -5,7 +5,11 @@ Examples::
     metafgnet tune --n-trials 8                 # resume-or-create the study of params.yaml
     metafgnet tune --workers 2                  # two worker processes on this machine
     metafgnet tune --storage postgresql://u:pw@db/optuna --worker-id gpu-3   # one of many
-    metafgnet tune apply                        # merge results/tune/best_params.yaml
+    metafgnet tune apply                        # merge the newest best_params.yaml
+
+The command writes to ``results/tune-cli/``, never into ``results/tune/`` (the DVC stage
+``tune``'s output, which ``dvc repro`` replaces). ``tune apply`` takes the newer of the two
+``best_params.yaml``, or ``--best``.
 """
 
 from __future__ import annotations
@@ -17,11 +21,27 @@ from pathlib import Path
 
 from metafgnet.params import load_params
 
+CLI_OUT = Path("results/tune-cli")
+STAGE_OUT = Path("results/tune")  # the `tune` stage's DVC output: the command never writes it
+
+
+def newest_best(candidates: tuple[Path, ...] = (CLI_OUT, STAGE_OUT)) -> Path:
+    """The most recently written ``best_params.yaml`` of the command's and the stage's."""
+    found = [d / "best_params.yaml" for d in candidates if (d / "best_params.yaml").is_file()]
+    if not found:
+        raise FileNotFoundError("no best_params.yaml in " + " or ".join(map(str, candidates))
+                                + ": run `metafgnet tune` (or `dvc repro tune`) first")
+    return max(found, key=lambda p: p.stat().st_mtime_ns)
+
 
 def _tune(args: argparse.Namespace) -> int:
     from metafgnet.tuning.run import report_only, run_tune, with_overrides
     from metafgnet.tuning.study import StudyMismatch
 
+    if Path(args.out).resolve() == STAGE_OUT.resolve():
+        print(f"error: --out {args.out} is the DVC stage `tune`'s output (dvc repro replaces "
+              f"it); choose another folder (default {CLI_OUT})", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     params = with_overrides(load_params(args.params), n_trials=args.n_trials,
                             workers=args.workers, storage=args.storage,
@@ -47,7 +67,13 @@ def _tune(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     from metafgnet.tuning.apply import apply_best
 
-    changed = apply_best(args.best, args.params_file)
+    try:
+        best = Path(args.best) if args.best else newest_best()
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"applying {best}")
+    changed = apply_best(best, args.params_file)
     for key, (old, new) in changed.items():
         print(f"{key}: {old} -> {new}")
     print(f"{args.params_file}: {len(changed)} value(s) changed"
@@ -67,7 +93,7 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=int, help="seconds before no new trial starts")
     p.add_argument("--worker-id", help="distinct id per separately started process (seeds the "
                    "sampler; default: its index)")
-    p.add_argument("--out", default="results/tune")
+    p.add_argument("--out", default=str(CLI_OUT))
     p.add_argument("--data", help="prepared manifests (default: where the stages read them)")
     p.add_argument("--init", default="models/pretrain/model.pt")
     p.add_argument("--fail-running", action="store_true",
@@ -78,7 +104,8 @@ def register(sub) -> None:
     p.set_defaults(func=_tune)
     actions = p.add_subparsers(dest="tune_action", metavar="{apply}")
     apply = actions.add_parser("apply", help="merge best_params.yaml into params.yaml")
-    apply.add_argument("--best", default="results/tune/best_params.yaml")
+    apply.add_argument("--best", help=f"default: the newer of {CLI_OUT}/best_params.yaml and "
+                                      f"{STAGE_OUT}/best_params.yaml")
     apply.add_argument("--params", dest="params_file", default="params.yaml")
     apply.set_defaults(func=_apply)
 
