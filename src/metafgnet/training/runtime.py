@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import random
+import warnings
 import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -54,6 +55,24 @@ def derive_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63
 
 
+def threads_per_process(runtime: RuntimeParams, device: torch.device,
+                        dist: DistContext | None = None) -> int:
+    """Threads this process pins: ``runtime.num_threads`` (0: torch's default), shared out
+    among the ranks of this node when they compute on CPU (``num_threads // ranks``, at least
+    1), so ``runtime.nproc`` ranks do not each claim every core. Warns when the ranks' threads
+    still outnumber the cores this process may use."""
+    threads = runtime.num_threads
+    ranks = dist.local_world_size if dist is not None and dist.enabled else 1
+    if threads <= 0 or device.type != "cpu" or ranks <= 1:
+        return threads
+    share = max(1, threads // ranks)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores and share * ranks > cores:
+        warnings.warn(f"{ranks} ranks x {share} thread(s) on {cores} core(s): the ranks "
+                      "oversubscribe the CPU; lower runtime.nproc", RuntimeWarning, stacklevel=2)
+    return share
+
+
 def setup_runtime(
     runtime: RuntimeParams, seed: int, dist: DistContext | None = None
 ) -> torch.device:
@@ -65,8 +84,8 @@ def setup_runtime(
     data shard they draw, never by their random streams).
 
     - seeds ``random``, NumPy and torch with ``seed``;
-    - pins ``torch.set_num_threads(runtime.num_threads)`` when it is > 0 (needed for
-      bit-identical CPU results, docs/platform.md);
+    - pins the thread count (:func:`threads_per_process`) when ``runtime.num_threads`` > 0
+      (needed for bit-identical CPU results, docs/platform.md);
     - ``runtime.deterministic``: ``torch.use_deterministic_algorithms(True)``, cuDNN
       deterministic, cuDNN benchmark off, and ``CUBLAS_WORKSPACE_CONFIG`` set for cuBLAS. On
       CUDA the check is ``warn_only`` because ResNet's adaptive average pooling has no
@@ -76,8 +95,8 @@ def setup_runtime(
     device = resolve_device(runtime)
     if dist is not None and dist.enabled and dist.device is not None:
         device = dist.device
-    if runtime.num_threads > 0:
-        torch.set_num_threads(runtime.num_threads)
+    if (threads := threads_per_process(runtime, device, dist)) > 0:
+        torch.set_num_threads(threads)
     if runtime.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
