@@ -18,6 +18,8 @@ import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
+from metafgnet.errors import UserError
+
 _CONFIG = ConfigDict(extra="forbid")
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -430,7 +432,7 @@ def parse_yaml_text(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-class ParamsError(ValueError):
+class ParamsError(ValueError, UserError):
     """Invalid parameters; the message names every offending key path."""
 
 

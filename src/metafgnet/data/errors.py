@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from metafgnet.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(ValueError, UserError):
     """A dataset on disk is missing, inconsistent or unreadable; the message says how to fix it."""
 
 

@@ -15,10 +15,12 @@ from urllib.parse import urlparse
 
 import torch
 
+from metafgnet.errors import UserError
+
 PROBE_TIMEOUT_S = 3.0
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(RuntimeError, UserError):
     """ImageNet weights are neither cached nor downloadable from this machine."""
 
 

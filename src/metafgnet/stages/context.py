@@ -25,9 +25,17 @@ from metafgnet.data import (
 )
 from metafgnet.distributed import DistContext, init_distributed, relaunch_under_torchrun, teardown
 from metafgnet.io import file_digest
-from metafgnet.params import Params, RuntimeParams, TrackingParams, load_params, to_dict
+from metafgnet.params import (
+    Params,
+    ParamsError,
+    RuntimeParams,
+    TrackingParams,
+    load_params,
+    to_dict,
+)
 from metafgnet.provenance import repo_root
 from metafgnet.stages import audit
+from metafgnet.stages.failure import KNOWN_ERRORS, debugging, fail
 from metafgnet.tracking import NullRun, stage_run
 from metafgnet.training import TrainingInterrupted, make_autocast, setup_runtime
 
@@ -139,7 +147,12 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
     """
     audit.start()
     _configure_logging()
-    params = load_params(os.environ.get("METAFGNET_PARAMS", "params.yaml"))
+    try:
+        params = load_params(os.environ.get("METAFGNET_PARAMS", "params.yaml"))
+    except ParamsError as exc:
+        if debugging():
+            raise
+        fail(name, exc)
     runtime = params.runtime if "runtime" in sections else RuntimeParams()
     relaunch_under_torchrun(runtime.nproc)
     dist = init_distributed(runtime)
@@ -158,5 +171,9 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
     except TrainingInterrupted as exc:
         log.warning("%s interrupted: %s", name, exc)
         sys.exit(exc.exit_code)
+    except KNOWN_ERRORS as exc:
+        if debugging():
+            raise
+        fail(name, exc)
     finally:
         teardown()

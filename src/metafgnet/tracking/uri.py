@@ -22,6 +22,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from metafgnet.errors import UserError
+
 DB_NAME = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 PROBE_TIMEOUT_S = 3.0
@@ -39,7 +41,7 @@ _ENV_DEFAULTS = {
 }
 
 
-class TrackingError(RuntimeError):
+class TrackingError(RuntimeError, UserError):
     """Tracking cannot record this stage; the message says what to change."""
 
 

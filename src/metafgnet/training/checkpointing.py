@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from metafgnet.distributed.context import SINGLE, DistContext
+from metafgnet.errors import UserError
 from metafgnet.io import default_mode
 from metafgnet.training.preemption import StopRequest, TrainingInterrupted, stop_requests
 
@@ -81,7 +82,7 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d+)\.(pt|json)$")
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(ValueError, UserError):
     """The checkpoint directory belongs to a run with a different configuration."""
 
 

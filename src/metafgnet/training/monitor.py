@@ -18,8 +18,10 @@ import time
 
 import torch
 
+from metafgnet.errors import UserError
 
-class NonFiniteError(FloatingPointError):
+
+class NonFiniteError(FloatingPointError, UserError):
     """A loss or gradient became NaN/inf; ``step`` and ``term`` say where."""
 
     def __init__(self, step: int, term: str, value: float, where: str = "step"):
