@@ -88,6 +88,23 @@ class ModelParams:
     width: PosInt = 32  # base channel width of small_resnet (ignored by torchvision nets)
 
 
+# Settings that cannot change a result: where and how often a loop checkpoints, how many
+# loader processes feed it. A checkpoint made under other values of these is still resumed.
+RESULT_NEUTRAL = ("runtime.checkpoint_every", "data.num_workers", "data.prefetch_factor",
+                  "data.pin_memory")
+
+
+def without_result_neutral(sections: dict[str, dict]) -> dict[str, dict]:
+    """``sections`` (params as nested dicts) without the :data:`RESULT_NEUTRAL` keys."""
+    out = {name: dict(values) if isinstance(values, dict) else values
+           for name, values in sections.items()}
+    for key in RESULT_NEUTRAL:
+        section, _, field = key.partition(".")
+        if isinstance(out.get(section), dict):
+            out[section].pop(field, None)
+    return out
+
+
 def schedule_problem(milestones: list[int], horizon: int, unit: str) -> str | None:
     """What is wrong with a step schedule's ``milestones`` over ``horizon`` epochs or
     iterations (the message starts with the key, ``milestones:``), or None."""

@@ -106,3 +106,17 @@ def test_scaled_schedule_keeps_milestones_inside_the_shorter_run():
     # collapsing milestones are merged, those at or past the end dropped, never below 1
     assert scaled_schedule(10, [1, 2, 9], 0.1) == (1, [])
     assert scaled_schedule(100, [1, 2, 60], 0.3) == (30, [1, 18])
+
+
+def test_result_neutral_settings_leave_the_checkpoint_fingerprint():
+    from metafgnet.params import RESULT_NEUTRAL, to_dict, without_result_neutral
+
+    full = to_dict(parse_params({}))
+    kept = without_result_neutral({"runtime": full["runtime"], "data": full["data"],
+                                   "meta": full["meta"]})
+    for key in RESULT_NEUTRAL:
+        section, field = key.split(".")
+        assert field in full[section] and field not in kept[section], key
+    assert kept["meta"] == full["meta"]
+    assert "num_threads" in kept["runtime"] and "device" in kept["runtime"]
+    assert full["runtime"]["checkpoint_every"] == 0   # the input was not modified

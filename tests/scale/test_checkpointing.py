@@ -18,7 +18,6 @@ from torch.utils.data import Dataset
 
 from metafgnet.params import JointParams, MetaParams, OptimParams
 from metafgnet.training import (
-    CheckpointMismatch,
     CheckpointWarning,
     finetune,
     joint_train,
@@ -27,7 +26,7 @@ from metafgnet.training import (
 )
 from metafgnet.training.batches import BatchStream
 from metafgnet.training.checkpointing import Checkpointer, checkpoint_steps, paths_for
-from scale._helpers import KS, bn_model, images, states_equal, strip_timing, worker_env
+from scale._helpers import bn_model, states_equal, strip_timing, worker_env
 from scale.ckpt_worker import ITERATIONS, META, run
 from scale.settings import SEED, datasets
 
@@ -144,27 +143,35 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, uninterr
     _assert_same_run(model.state_dict(), rows, uninterrupted)
 
 
-def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
+def test_a_checkpoint_of_another_configuration_is_set_aside_not_resumed(tmp_path):
     ckpt = tmp_path / "ckpt"
     tds, ads, _ = datasets()
-    meta = MetaParams(**{**META, "iterations": 4})
+    meta = MetaParams(**{**META, "iterations": 4, "milestones": [2]})
     meta_train(bn_model(), tds, ads, meta, device=CPU, seed=SEED, checkpoint_dir=ckpt,
                checkpoint_every=2)
-    other = MetaParams(**{**META, "iterations": 4, "inner_lr": 0.05})
-    with pytest.raises(CheckpointMismatch, match=r"meta\.inner_lr: checkpoint 0\.1, now 0\.05"):
-        meta_train(bn_model(), tds, ads, other, device=CPU, seed=SEED, checkpoint_dir=ckpt,
-                   checkpoint_every=2)
-    with pytest.raises(CheckpointMismatch, match=r"seed: checkpoint 5, now 6"):
-        meta_train(bn_model(), tds, ads, meta, device=CPU, seed=SEED + 1, checkpoint_dir=ckpt)
-    with pytest.raises(CheckpointMismatch, match="delete"):
-        meta_train(bn_model(), tds, images(24, KS, 2), meta, device=CPU, seed=SEED,
-                   checkpoint_dir=ckpt)
+    other = MetaParams(**{**META, "iterations": 4, "milestones": [2], "inner_lr": 0.05})
+    fresh = bn_model()
+    with pytest.warns(CheckpointWarning, match=r"meta\.inner_lr: checkpoint 0\.1, now 0\.05.*"
+                                               r"moved to .*ckpt\.set-aside-.*starts fresh"):
+        rows = meta_train(fresh, tds, ads, other, device=CPU, seed=SEED, checkpoint_dir=ckpt,
+                          checkpoint_every=2)
+    # it trained from step 0, exactly as a run that never saw the old checkpoint
+    clean = bn_model()
+    clean_rows = meta_train(clean, tds, ads, other, device=CPU, seed=SEED)
+    assert states_equal(fresh.state_dict(), clean.state_dict()) == []  # bit-identical
+    assert strip_timing(rows) == strip_timing(clean_rows)
+    aside = sorted(tmp_path.glob("ckpt.set-aside-*"))
+    assert len(aside) == 1 and checkpoint_steps(aside[0]) == [4, 2]   # kept, not deleted
+    # the other run's checkpoints are set aside in their turn (a second folder), never resumed
+    with pytest.warns(CheckpointWarning, match=r"seed: checkpoint 5, now 6"):
+        meta_train(bn_model(), tds, ads, other, device=CPU, seed=SEED + 1, checkpoint_dir=ckpt)
+    assert len(list(tmp_path.glob("ckpt.set-aside-*"))) == 2
 
 
 def test_completed_run_reruns_from_its_last_checkpoint_without_training(tmp_path):
     ckpt = tmp_path / "ckpt"
     tds, ads, _ = datasets()
-    meta = MetaParams(**{**META, "iterations": 4})
+    meta = MetaParams(**{**META, "iterations": 4, "milestones": [2]})
     first = bn_model()
     rows = meta_train(first, tds, ads, meta, device=CPU, seed=SEED, checkpoint_dir=ckpt,
                       checkpoint_every=2)
@@ -267,7 +274,7 @@ def test_no_checkpoint_dir_leaves_sigterm_alone(tmp_path):
     loop's handler is installed for the run and the previous handler restored after."""
     tds, ads, _ = datasets()
     before = signal.getsignal(signal.SIGTERM)
-    meta = MetaParams(**{**META, "iterations": 1})
+    meta = MetaParams(**{**META, "iterations": 1, "milestones": []})
     seen = []
     for ckpt in (None, tmp_path / "ckpt"):
         meta_train(bn_model(), tds, ads, meta, device=CPU, seed=SEED, checkpoint_dir=ckpt,

@@ -221,3 +221,12 @@ def test_a_run_that_cannot_be_opened_fails_the_stage(client, tracking):
     ("report", False)])
 def test_system_metrics_go_to_every_training_stage(stage, training):
     assert is_training_stage(stage) is training
+
+
+def test_sigterm_interrupted_stage_is_killed_not_failed(client, tracking):
+    from metafgnet.training import TrainingInterrupted
+
+    with pytest.raises(TrainingInterrupted), stage_run("meta_train", PARAMS, [], tracking) as run:
+        raise TrainingInterrupted(4, None, 15)
+    assert client.get_run(run.run_id).info.status == "KILLED"
+    assert client.get_run(run.parent_run_id).info.status == "KILLED"

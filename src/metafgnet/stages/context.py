@@ -32,6 +32,7 @@ from metafgnet.params import (
     TrackingParams,
     load_params,
     to_dict,
+    without_result_neutral,
 )
 from metafgnet.provenance import repo_root
 from metafgnet.stages import audit
@@ -85,11 +86,11 @@ class StageContext:
 
         ``inputs`` (the init model, a selection file) are fingerprinted with the declared
         params and the data digest, so a checkpoint left by an earlier configuration or an
-        earlier upstream result is refused instead of resumed. ``seed``: default the top-level
+        earlier upstream result is set aside instead of resumed. ``seed``: default the top-level
         ``seed`` (source pretraining passes its own).
         """
         p = self.params
-        fingerprint = {"params": p.declared(), "data": self.data.digest,
+        fingerprint = {"params": without_result_neutral(p.declared()), "data": self.data.digest,
                        **{str(path): file_digest(path) for path in inputs}}
         return {"device": self.device, "seed": p.seed if seed is None else seed, "loader_kwargs": self.loader_kwargs,
                 "autocast": make_autocast(p.runtime, self.device), "dist": self.dist,

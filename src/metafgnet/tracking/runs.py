@@ -16,7 +16,7 @@ calls wait for the run. The child run is named after the stage and carries the p
 the stage reads (dotted keys), ``seed`` and the provenance tags of
 :mod:`metafgnet.tracking.record`; see :mod:`metafgnet.tracking.parent` for the parent.
 
-A stage that raises ends its child run FAILED (KILLED on Ctrl-C) with the error as the ``error``
+A stage that raises ends its child run FAILED (KILLED on Ctrl-C or SIGTERM) with the error as the ``error``
 tag and ``error/traceback.txt``, and marks the parent FAILED with ``failed_stage``.
 
 Use the yielded run's methods, not ``mlflow.log_*``: no MLflow run is made *active* (the fluent
@@ -217,7 +217,10 @@ class StageRun:
                       self._open_error)
             self._close()
             return
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        # interrupted (Ctrl-C, or SIGTERM: TrainingInterrupted, a checkpoint was written) is
+        # KILLED, not FAILED: the run did nothing wrong and resumes on the next execution
+        status = ("KILLED" if isinstance(exc, KeyboardInterrupt)
+                  or type(exc).__name__ == "TrainingInterrupted" else "FAILED")
         summary = f"{type(exc).__name__}: {exc}"[:5000]
         try:
             self._buffer.flush(final=True)

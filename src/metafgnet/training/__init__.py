@@ -10,7 +10,6 @@ from metafgnet.training.batches import (
 )
 from metafgnet.training.checkpointing import (
     Checkpointer,
-    CheckpointMismatch,
     CheckpointWarning,
     TrainingInterrupted,
     remove_checkpoints,
@@ -33,7 +32,6 @@ __all__ = [
     "RUNNING_STATS",
     "AutocastFactory",
     "BatchStream",
-    "CheckpointMismatch",
     "CheckpointWarning",
     "Checkpointer",
     "TrainingInterrupted",

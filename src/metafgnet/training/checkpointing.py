@@ -19,9 +19,11 @@ torch CPU, CUDA). The data order needs no state: it is a pure function of the se
 batch counter (:mod:`metafgnet.training.batches`), so the streams restart at the stored step.
 On CPU at a pinned thread count a resumed run ends bit-identical to an uninterrupted one.
 
-A fingerprint mismatch (other params, seed, iteration count, dataset size, model shapes, world
-size) is refused with :class:`CheckpointMismatch` naming the keys: a directory never silently
-resumes a different run.
+A checkpoint of another run (other params, seed, iteration count, dataset size, model shapes,
+world size, inputs) is never resumed and never blocks: it is moved aside, beside the directory
+(``<dir>.set-aside-<digest>/``), a :class:`CheckpointWarning` names the differing keys and where
+it went, and training starts fresh. Settings that cannot change results (checkpoint cadence,
+loader workers) are not in the fingerprint (``metafgnet.params.RESULT_NEUTRAL``).
 
 In a process group only rank 0 writes; every rank reads the same files on restore, so the
 directory must be on a file system all nodes see (any single-node run qualifies).
@@ -51,12 +53,10 @@ import numpy as np
 import torch
 
 from metafgnet.distributed.context import SINGLE, DistContext
-from metafgnet.errors import UserError
 from metafgnet.io import default_mode
 from metafgnet.training.preemption import StopRequest, TrainingInterrupted, stop_requests
 
 __all__ = [
-    "CheckpointMismatch",
     "CheckpointWarning",
     "Checkpointer",
     "StopRequest",
@@ -80,10 +80,6 @@ log = logging.getLogger("metafgnet")
 KEEP = 2
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d+)\.(pt|json)$")
-
-
-class CheckpointMismatch(ValueError, UserError):
-    """The checkpoint directory belongs to a run with a different configuration."""
 
 
 class CheckpointWarning(UserWarning):
@@ -235,7 +231,8 @@ class Checkpointer:
         """The newest good checkpoint's payload, or None (no directory / nothing saved yet).
 
         Corrupt or partial checkpoints are skipped with a :class:`CheckpointWarning`; a good
-        one made under another fingerprint raises :class:`CheckpointMismatch`.
+        one made under another fingerprint is moved aside (:meth:`_set_aside`), also with a
+        warning, and None is returned: training starts fresh.
         """
         if self.directory is None:
             return None
@@ -254,13 +251,34 @@ class Checkpointer:
             return None
         if payload.get("fingerprint_digest") != self.digest:
             diffs = _differences(payload.get("fingerprint", {}), self.fingerprint)
-            raise CheckpointMismatch(
-                f"{self.directory} holds a checkpoint (step {step}) of a different run:\n  "
-                + "\n  ".join(diffs or ["(fingerprint digests differ)"])
-                + f"\nRestore those settings to resume, or delete {self.directory} to start over.")
+            aside = self._set_aside(str(payload.get("fingerprint_digest", "unknown")))
+            if self.dist.is_main:
+                warnings.warn(
+                    f"{self.directory} held a checkpoint (step {step}) of a different run ("
+                    + "; ".join(diffs or ["fingerprint digests differ"])
+                    + f"); moved to {aside}, training starts fresh", CheckpointWarning,
+                    stacklevel=2)
+            return None
         if self.dist.is_main:
             log.info("resuming from %s (step %d)", paths_for(self.directory, step)[0], step)
         return payload
+
+    def _set_aside(self, digest: str) -> Path:
+        """Move every checkpoint of the directory to a sibling ``<dir>.set-aside-<digest>``
+        (rank 0; a numbered suffix if that exists); returns where they went."""
+        base = self.directory.with_name(f"{self.directory.name}.set-aside-{digest[:12]}")
+        aside, n = base, 1
+        while aside.exists():
+            n += 1
+            aside = base.with_name(f"{base.name}-{n}")
+        if self.dist.is_main:
+            aside.mkdir(parents=True)
+            for step in checkpoint_steps(self.directory):
+                for path in paths_for(self.directory, step):
+                    if path.exists():
+                        os.replace(path, aside / path.name)
+        self.dist.barrier()
+        return aside
 
     def save(self, steps_done: int, state: dict[str, Any]) -> Path | None:
         """Write ``state`` as the checkpoint after ``steps_done`` steps (rank 0); keep the last

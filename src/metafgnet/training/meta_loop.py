@@ -128,7 +128,7 @@ def meta_train(
     GLOBAL and must be divisible by the world size. ``checkpoint_dir``: resume from its last
     good checkpoint, write one every ``checkpoint_every`` steps (0: only on SIGTERM) and on
     SIGTERM (then raise :class:`~metafgnet.training.checkpointing.TrainingInterrupted`); a
-    checkpoint of another configuration is refused. ``fingerprint_extra``: more settings a
+    checkpoint of another configuration is set aside. ``fingerprint_extra``: more settings a
     resume must match (the stage's params). ``channels_last``: batches in channels-last layout
     (give the model the same with :func:`~metafgnet.training.runtime.prepare_model`).
     """
