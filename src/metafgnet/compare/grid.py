@@ -166,15 +166,19 @@ def experiments(cwd: Path | None = None) -> dict[str, dict]:
     return found
 
 
-def _queue_states(cwd: Path | None) -> dict[str, str]:
-    """Name -> state (Queued, Running, Success, Failed) of the DVC queue's entries."""
-    states = {}
+def _queue_states(cwd: Path | None) -> tuple[dict[str, str], int | None]:
+    """Name -> state (Queued, Running, Success, Failed) of the DVC queue's entries, and the
+    number of active queue workers (None when ``dvc queue status`` does not say)."""
+    states, workers = {}, None
     for line in dvc("queue", "status", cwd=cwd).splitlines()[1:]:
+        if match := re.match(r"Worker status: (\d+) active", line):
+            workers = int(match.group(1))
+            continue
         parts = line.split()
         if len(parts) >= 3 and parts[1] != "None":
             states[parts[1]] = next((w for w in parts[2:] if w in
                                      ("Queued", "Running", "Success", "Failed")), parts[-1])
-    return states
+    return states, workers
 
 
 def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.0,
@@ -191,17 +195,22 @@ def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.
         f"{len(todo)} to run with {jobs} job(s)")
     if not todo:
         return []
-    pending = {n for n, s in _queue_states(cwd).items() if s in ("Queued", "Running")}
+    pending = {n for n, s in _queue_states(cwd)[0].items() if s in ("Queued", "Running")}
     for point in todo:
         if point.name not in pending:
             dvc("exp", "run", "--queue", "-n", point.name, *point.set_args(), cwd=cwd)
     start_queue(jobs, cwd)
     names, start, last = {p.name for p in todo}, time.monotonic(), None
     while True:
-        states = {n: s for n, s in _queue_states(cwd).items() if n in names}
+        all_states, workers = _queue_states(cwd)
+        states = {n: s for n, s in all_states.items() if n in names}
         finished = set(experiments(cwd)) & names
         counts = (len(finished), sum(s == "Running" for s in states.values()),
                   sum(s == "Queued" for s in states.values()))
+        if counts[2] and not counts[1] and workers == 0:
+            # DVC's workers can stop while entries are still queued: start them again
+            say(f"compare: no queue worker left with {counts[2]} point(s) queued; restarting")
+            start_queue(jobs, cwd)
         if counts != last:
             elapsed = time.monotonic() - start
             eta = (elapsed / counts[0] * (len(names) - counts[0])) if counts[0] else None
