@@ -14,6 +14,10 @@ from metafgnet.reporting.plots import plt, save_figure
 from metafgnet.reporting.summary import META_STAGES
 
 ACCURACY = ("test_top1", "val_top1")
+COST_CAVEAT = ("Times are as each execution ran: executions run side by side (`--jobs` above 1) "
+               "or beside other work share the cores, which confounds them. For the cost of a "
+               "switch, compare executions run one at a time on a quiet machine "
+               "(`--jobs 1`), or the side-by-side measurement of `bench/meta_step.py`.")
 COSTS = ("seconds_per_iter", "images_per_s", "peak_memory_mib")
 
 
@@ -109,6 +113,7 @@ def markdown(summary: dict, command: str) -> str:
                 r = cond["cost_ratio"][stage]
                 cells.append(f"{r['seconds_per_iter']:.2f}x, {r['peak_memory_mib']:.2f}x")
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        lines += ["", COST_CAVEAT]
     lines += ["", "![accuracy and cost per arm and level](compare.png)"]
     return "\n".join(lines) + "\n"
 
