@@ -33,7 +33,8 @@ def test_fresh_clone_dvc_status_reports_only_missing_outputs(tmp_path):
                 continue
             for kind, paths in change.items():
                 for path, what in paths.items():
-                    missing_output = what == "deleted" and path.startswith(OUTPUT_ROOTS)
+                    missing_output = (what in ("deleted", "not in cache")
+                                      and path.startswith(OUTPUT_ROOTS))
                     if not missing_output:
                         stale.append(f"{stage}: {kind} {path}: {what}")
     assert not stale, ("the committed dvc.lock does not match the committed tree (run the "
