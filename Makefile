@@ -32,6 +32,9 @@ lint: setup
 	$(BIN)/metafgnet params check params.yaml
 
 ui: setup
+	@echo "Runs: http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning"
+	@echo "Executions side by side: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=compare"
+	@echo "(experiment 1 is metafgnet in a fresh mlflow.db; otherwise pick it under Experiments)"
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"
 
