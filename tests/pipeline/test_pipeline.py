@@ -76,8 +76,11 @@ def test_pipeline_produces_metrics_and_report(tiny_pipeline):
         assert (repo / figure).stat().st_size > 0, figure
     umask = os.umask(0)
     os.umask(umask)
-    for output in ("metrics/evaluate.json", "models/meta_train/model.pt", "data/prepared/index.json"):
-        assert stat.S_IMODE((repo / output).stat().st_mode) == 0o666 & ~umask, output
+    for output in ("metrics/evaluate.json", "models/meta_train/model.pt",
+                   "data/prepared/manifests/index.json", "data/prepared"):
+        path = repo / output
+        mode = (0o777 if path.is_dir() else 0o666) & ~umask   # as open() / mkdir() would
+        assert stat.S_IMODE(path.stat().st_mode) == mode, output
 
 
 def test_stage_and_arm_names_in_the_code_match_dvc_yaml(tiny_pipeline):
