@@ -114,7 +114,9 @@ def test_two_queued_experiments_share_one_database(toy_repo):
     orders = set()
     for parent in parents.values():
         assert parent.info.status == "FINISHED"
-        assert parent.info.run_name == parent.data.tags["dvc.exp_name"]  # DVC's experiment name
+        # DVC's experiment name, then what its -S changed against the baseline commit
+        overrides = parent.data.tags.get("params.overrides") or "baseline"
+        assert parent.info.run_name == f"{parent.data.tags['dvc.exp_name']} {overrides}"
         mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
         assert sorted(c.info.run_name for c in mine) == ["prepare", "train"]
         order = {c.data.params["meta.order"] for c in mine}
@@ -122,9 +124,10 @@ def test_two_queued_experiments_share_one_database(toy_repo):
         orders |= order
         for child in mine:
             assert child.info.status == "FINISHED"
-            assert child.data.tags["dvc.exp_name"] == parent.info.run_name
+            assert child.data.tags["dvc.exp_name"] == parent.data.tags["dvc.exp_name"]
             if order == {"second"}:  # -S changed the committed params.yaml
                 assert child.data.tags["git.dirty"] == "true"
+                assert overrides == "meta.order=second"
             history = client.get_metric_history(child.info.run_id,
                                                 f"{child.info.run_name}/loss")
             assert [m.step for m in history] == list(range(20))

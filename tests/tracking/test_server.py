@@ -49,7 +49,8 @@ def test_stage_over_http(mlflow_server, monkeypatch):
     client = mlflow.MlflowClient(mlflow_server)
     child = client.get_run(run.run_id)
     parent = client.get_run(run.parent_run_id)
-    assert parent.info.run_name == "http-exp" and parent.info.status == "FINISHED"
+    # the experiment's name, then what differs from the baseline commit (nothing here)
+    assert parent.info.run_name == "http-exp baseline" and parent.info.status == "FINISHED"
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert child.data.params["meta.order"] == "second"
     assert child.data.params["finetune.epochs"] == "10"
