@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup run test lint ui bench clean-venv
+.PHONY: setup run test test-fast lint ui bench clean-venv
 
 # The venv is rebuilt when missing or stale: broken interpreter, or pyproject.toml newer than
 # the last install.
@@ -26,6 +26,10 @@ run: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -q
+
+# unit and invariant tests only: no pipelines, servers, subprocesses or torchrun (`slow` marker)
+test-fast: setup lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src pipeline tests bench

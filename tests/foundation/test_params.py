@@ -86,6 +86,7 @@ def test_missing_and_invalid_yaml_files(tmp_path):
         load_params(bad)
 
 
+@pytest.mark.slow
 def test_cli_params_check_exit_codes(tmp_path):
     good = subprocess.run([sys.executable, "-m", "metafgnet.cli", "params", "check", "params.yaml"],
                           capture_output=True, text=True)

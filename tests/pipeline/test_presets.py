@@ -38,6 +38,7 @@ def test_preset_carries_the_papers_hyperparameters(name):
     assert p.data.num_target_classes == (200 if name.startswith("cub") else 120)
 
 
+@pytest.mark.slow
 def test_preset_apply_writes_a_valid_complete_params_file(tmp_path):
     out = tmp_path / "params.yaml"
     subprocess.run([sys.executable, "-m", "metafgnet.cli", "preset", "apply", "dogs_imagenet",

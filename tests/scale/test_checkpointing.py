@@ -83,6 +83,7 @@ def _wait_for(predicate, proc, timeout=120.0):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_rerun_is_bit_identical(tmp_path, uninterrupted):
     ckpt, out = tmp_path / "ckpt", tmp_path / "out.pt"
     proc = _worker(ckpt, out, "--every", "2", "--sleep", "0.2")
@@ -104,6 +105,7 @@ def test_sigkill_mid_training_then_rerun_is_bit_identical(tmp_path, uninterrupte
     assert len(checkpoint_steps(ckpt)) == 2  # the last two are kept
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_exits_143_then_resume_is_exact(tmp_path, uninterrupted):
     ckpt, out = tmp_path / "ckpt", tmp_path / "out.pt"
     proc = _worker(ckpt, out, "--every", "0", "--sleep", "0.2")  # no periodic checkpoints

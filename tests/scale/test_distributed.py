@@ -43,6 +43,9 @@ from scale._helpers import (
 )
 from scale.settings import ETA, GRAD_SEED, META, PLAIN_OPTIM, SEED, datasets
 
+# starts processes, servers or torchrun: `make test-fast` leaves it out
+pytestmark = pytest.mark.slow
+
 CPU = torch.device("cpu")
 WORKER = Path(__file__).with_name("dist_worker.py")
 TIGHT = dict(rtol=1e-10, atol=1e-12)  # float64, different summation orders

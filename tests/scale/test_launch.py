@@ -14,6 +14,9 @@ from metafgnet.params import MetaParams, RuntimeParams
 from metafgnet.training import meta_train
 from scale._helpers import ROOT, bn_model, images, worker_env
 
+# starts processes, servers or torchrun: `make test-fast` leaves it out
+pytestmark = pytest.mark.slow
+
 WORKER = Path(__file__).with_name("launch_worker.py")
 
 

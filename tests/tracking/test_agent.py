@@ -19,6 +19,9 @@ import torch
 
 from metafgnet.tracking.agent import socket_path
 
+# starts processes, servers or torchrun: `make test-fast` leaves it out
+pytestmark = pytest.mark.slow
+
 STAGE = textwrap.dedent("""\
     import json, os, signal, sys, time
     import torch

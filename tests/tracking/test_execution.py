@@ -59,6 +59,7 @@ def _run_fake(fake_dvc):
     return int(lines[0]), [json.loads(line) for line in lines[1:]]
 
 
+@pytest.mark.slow
 def test_stages_under_one_dvc_process_share_an_id(fake_dvc):
     dvc_pid, probes = _run_fake(fake_dvc)
     assert [p[1] for p in probes] == [dvc_pid, dvc_pid]  # found through the shell too
@@ -67,6 +68,7 @@ def test_stages_under_one_dvc_process_share_an_id(fake_dvc):
     assert again[0][0] != probes[0][0]  # another `dvc repro` is another execution
 
 
+@pytest.mark.slow
 def test_a_stage_run_by_hand_is_its_own_execution():
     env = {k: v for k, v in os.environ.items() if k != execution.EXECUTION_ENV}
     ids = [json.loads(subprocess.run([sys.executable, "-c", _PROBE], capture_output=True,

@@ -191,6 +191,7 @@ def test_disabled_tracking_is_a_no_op(tmp_path, monkeypatch):
     assert not (tmp_path / "never.db").exists()
 
 
+@pytest.mark.slow
 def test_training_stages_log_system_metrics(client, tracking, monkeypatch):
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
     on = TrackingParams(experiment=tracking.experiment, system_metrics=True, agent=False)

@@ -16,6 +16,9 @@ import torch
 from metafgnet.params import TrackingParams, parse_params
 from metafgnet.tracking import stage_run
 
+# starts processes, servers or torchrun: `make test-fast` leaves it out
+pytestmark = pytest.mark.slow
+
 PARAMS = parse_params({"seed": 3, "meta": {"order": "second"}})
 
 

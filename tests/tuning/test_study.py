@@ -28,6 +28,7 @@ def _trials(url: str, name: str) -> list:
     return optuna.load_study(study_name=name, storage=url).get_trials()
 
 
+@pytest.mark.slow
 def test_study_prunes_writes_outputs_logs_nested_runs_and_resumes(tiny, mlflow_uri, experiment,
                                                                  tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"

@@ -9,6 +9,10 @@ import time
 
 import mlflow
 import optuna
+import pytest
+
+# starts processes, servers or torchrun: `make test-fast` leaves it out
+pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 240
 

@@ -1,0 +1,228 @@
+"""The grid of a comparison: which DVC experiments it needs, which are done, and running the rest.
+
+A grid is one compared factor with two levels (default ``meta.order`` = ``first``, ``second``),
+optional further swept keys (every combination is its own condition), and seeds. Each grid point
+is one DVC experiment named after its overrides (``cmp-meta_order-first-seed-1``), so a rerun
+finds the points already done in ``dvc exp show`` and queues only the others; queued points
+run with ``dvc queue start -j <jobs>``. They are queued without ``--force``, so stages whose
+inputs a point does not change (``prepare`` and ``pretrain`` in a seed sweep, since they have
+their own ``data.split_seed`` and ``pretrain.seed``) are checked out from the DVC cache, not
+run again. Points are validated against the params schema before
+anything is queued.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from metafgnet.params import ParamsError, deep_merge, parse_params, read_yaml
+
+DEFAULT_FACTOR = ("meta.order", ("first", "second"))
+DEFAULT_SEEDS = (0, 1, 2)
+EVALUATE = "metrics/evaluate.json"
+
+
+class GridError(RuntimeError):
+    """A grid that cannot be built or run; the message says which point and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPoint:
+    overrides: tuple[tuple[str, str], ...]  # ((dotted key, value), ...), ``seed`` last
+
+    @property
+    def name(self) -> str:
+        slug = "-".join(f"{k}-{v}" for k, v in self.overrides)
+        return "cmp-" + re.sub(r"[^A-Za-z0-9_-]+", "_", slug)
+
+    def value(self, key: str) -> str:
+        return dict(self.overrides)[key]
+
+    def set_args(self) -> list[str]:
+        return [arg for k, v in self.overrides for arg in ("-S", f"{k}={v}")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """``factor`` (None for a plain sweep) at its two ``levels``, every combination of the
+    ``others``, every seed."""
+
+    factor: str | None
+    levels: tuple[str, ...]
+    others: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+
+    def points(self) -> list[GridPoint]:
+        keys = [k for k, _ in self.others]
+        factor = [((self.factor, level),) for level in self.levels] if self.factor else [()]
+        return [GridPoint((*f, *zip(keys, combo, strict=True), ("seed", str(seed))))
+                for combo in itertools.product(*(v for _, v in self.others))
+                for f in factor for seed in self.seeds]
+
+    def condition(self, point: GridPoint) -> tuple[tuple[str, str], ...]:
+        """The point's values of the further swept keys (one summary per condition)."""
+        return tuple((k, point.value(k)) for k, _ in self.others)
+
+
+def parse_grid(sets: Sequence[str], seeds: Sequence[int] = DEFAULT_SEEDS) -> Grid:
+    """``--set KEY=V1,V2`` options into a :class:`Grid`. The first key with exactly two values is
+    the compared factor; without any ``--set``, ``meta.order=first,second``; with keys but none
+    of two values, a plain sweep (no factor)."""
+    swept: list[tuple[str, tuple[str, ...]]] = []
+    for item in sets:
+        key, sep, values = item.partition("=")
+        key, levels = key.strip(), tuple(v.strip() for v in values.split(",") if v.strip())
+        if not sep or not key or not levels:
+            raise GridError(f"--set {item!r}: expected KEY=V1[,V2,...], e.g. meta.order=first,second")
+        if key == "seed":
+            raise GridError("--set seed=...: give the seeds with --seeds")
+        if len(set(levels)) != len(levels):
+            raise GridError(f"--set {item!r}: repeated value")
+        swept.append((key, levels))
+    if len({k for k, _ in swept}) != len(swept):
+        raise GridError("--set: each key at most once")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise GridError(f"--seeds: distinct seeds needed, got {list(seeds)}")
+    swept = swept or [(DEFAULT_FACTOR[0], DEFAULT_FACTOR[1])]
+    two = next((i for i, (_, v) in enumerate(swept) if len(v) == 2), None)
+    factor, levels = swept.pop(two) if two is not None else (None, ())
+    return Grid(factor, tuple(levels), tuple(swept), tuple(seeds))
+
+
+def _nested(key: str, value: str) -> dict:
+    out: dict = yaml.safe_load(value) if value.strip() else value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def validate(grid: Grid, params_file: Path) -> None:
+    """Every point's params are valid (the error names the point and the key)."""
+    base = read_yaml(params_file) or {}
+    problems = []
+    for point in grid.points():
+        raw = base
+        for key, value in point.overrides:
+            if key.split(".")[0] not in base:
+                problems.append(f"{point.name}: {key}: no such params section "
+                                f"(sections: {', '.join(base)})")
+                continue
+            raw = deep_merge(raw, _nested(key, value))
+        try:
+            parse_params(raw)
+        except ParamsError as exc:
+            problems.append(f"{point.name}: {exc}")
+    if problems:
+        raise GridError("invalid grid points:\n  " + "\n  ".join(dict.fromkeys(problems)))
+
+
+def dvc(*args: str, cwd: Path | None = None) -> str:
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True,
+                         cwd=cwd)
+    if out.returncode != 0:
+        raise GridError(f"dvc {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n"
+                        f"{out.stderr}")
+    return out.stdout
+
+
+def start_queue(jobs: int, cwd: Path | None = None) -> None:
+    """``dvc queue start -j jobs``. Its workers outlive the command and inherit its output, so
+    that goes to a file: waiting on a pipe would wait for the workers to exit."""
+    with tempfile.TemporaryFile("w+") as log:
+        code = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              cwd=cwd).returncode
+        if code != 0:
+            log.seek(0)
+            raise GridError(f"dvc queue start -j {jobs} failed ({code}):\n{log.read()}")
+
+
+def experiments(cwd: Path | None = None) -> dict[str, dict]:
+    """Finished experiments by name: ``{"params": {...}, "metrics": {file: {...}}}``. Entries
+    still queued or running, or failed, are left out."""
+    found = {}
+    for baseline in json.loads(dvc("exp", "show", "--json", cwd=cwd) or "[]"):
+        for exp in baseline.get("experiments") or []:
+            # queued, running and failed entries carry the baseline commit's metrics files
+            if ((exp.get("executor") or {}).get("state") or "success") != "success":
+                continue
+            rev = (exp.get("revs") or [{}])[0]
+            data = rev.get("data") or {}
+            metrics = {f: (m or {}).get("data") for f, m in (data.get("metrics") or {}).items()}
+            if exp.get("name") and metrics.get(EVALUATE):
+                params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+                found[exp["name"]] = {"params": params, "metrics": metrics}
+    return found
+
+
+def _queue_states(cwd: Path | None) -> tuple[dict[str, str], int | None]:
+    """Name -> state (Queued, Running, Success, Failed) of the DVC queue's entries, and the
+    number of active queue workers (None when ``dvc queue status`` does not say)."""
+    states, workers = {}, None
+    for line in dvc("queue", "status", cwd=cwd).splitlines()[1:]:
+        if match := re.match(r"Worker status: (\d+) active", line):
+            workers = int(match.group(1))
+            continue
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] != "None":
+            states[parts[1]] = next((w for w in parts[2:] if w in
+                                     ("Queued", "Running", "Success", "Failed")), parts[-1])
+    return states, workers
+
+
+def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.0,
+             say: Callable[[str], None] | None = None) -> list[str]:
+    """Queue the points not done yet and run them ``jobs`` at a time; returns the names run.
+
+    Raises :class:`GridError` naming the points that did not finish (``dvc queue logs NAME``).
+    """
+    say = say or (lambda line: print(line, flush=True))
+    points = grid.points()
+    done = experiments(cwd)
+    todo = [p for p in points if p.name not in done]
+    say(f"compare: {len(points)} grid points, {len(points) - len(todo)} already done, "
+        f"{len(todo)} to run with {jobs} job(s)")
+    if not todo:
+        return []
+    pending = {n for n, s in _queue_states(cwd)[0].items() if s in ("Queued", "Running")}
+    for point in todo:
+        if point.name not in pending:
+            dvc("exp", "run", "--queue", "-n", point.name, *point.set_args(), cwd=cwd)
+    start_queue(jobs, cwd)
+    names, start, last = {p.name for p in todo}, time.monotonic(), None
+    while True:
+        all_states, workers = _queue_states(cwd)
+        states = {n: s for n, s in all_states.items() if n in names}
+        finished = set(experiments(cwd)) & names
+        counts = (len(finished), sum(s == "Running" for s in states.values()),
+                  sum(s == "Queued" for s in states.values()))
+        if counts[2] and not counts[1] and workers == 0:
+            # DVC's workers can stop while entries are still queued: start them again
+            say(f"compare: no queue worker left with {counts[2]} point(s) queued; restarting")
+            start_queue(jobs, cwd)
+        if counts != last:
+            elapsed = time.monotonic() - start
+            eta = (elapsed / counts[0] * (len(names) - counts[0])) if counts[0] else None
+            say(f"compare: {counts[0]}/{len(names)} done, {counts[1]} running, {counts[2]} "
+                f"queued, {elapsed / 60:.1f} min elapsed"
+                + (f", about {eta / 60:.0f} min left" if eta is not None else ""))
+            last = counts
+        if not counts[1] and not counts[2]:
+            break
+        time.sleep(poll_s)
+    missing = sorted(names - set(experiments(cwd)))
+    if missing:
+        raise GridError("grid points that did not finish (see `dvc queue logs <name>`; rerun "
+                        "`metafgnet compare` to retry only these): " + ", ".join(missing))
+    return sorted(names)

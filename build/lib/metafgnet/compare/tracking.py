@@ -1,0 +1,75 @@
+"""One MLflow run per comparison, linking the executions it summarises.
+
+The run (tag ``metafgnet.role = compare``) carries the paired differences and cost ratios as
+metrics (``diff/test_top1/<arm>``, ``diff_low/...``, ``diff_high/...``,
+``cost_ratio/<stage>/seconds_per_iter``), the summary files as artifacts, and the ids of the
+parent runs of the grid's executions (tag ``compare.parent_runs``; its description links them).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from metafgnet.params import TrackingParams
+from metafgnet.tracking import record
+
+
+def _parents(client, experiment_id: str, names: list[str]) -> dict[str, str]:
+    """Latest parent run id per DVC experiment name (the execution that produced it)."""
+    found = {}
+    for name in names:
+        runs = client.search_runs(
+            [experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=(f"tags.`{record.ROLE}` = 'pipeline' and "
+                           f"tags.`{record.DVC_EXP_NAME}` = '{name}'"))
+        if runs:
+            found[name] = runs[0].info.run_id
+    return found
+
+
+def _metrics(summary: dict) -> dict[str, float]:
+    out = {}
+    for cond in summary["conditions"]:
+        prefix = "".join(f"{v}/" for v in cond["condition"].values())
+        for arm, keys in cond.get("difference", {}).items():
+            for key, d in keys.items():
+                for stat, name in (("mean", "diff"), ("low", "diff_low"), ("high", "diff_high")):
+                    out[f"{name}/{prefix}{key}/{arm}"] = d[stat]
+        for stage, ratios in cond.get("cost_ratio", {}).items():
+            for key, value in ratios.items():
+                out[f"cost_ratio/{prefix}{stage}/{key}"] = value
+    return {k: float(v) for k, v in out.items() if math.isfinite(v)}
+
+
+def log_comparison(summary: dict, names: list[str], out: Path, tracking: TrackingParams,
+                   root: Path, command: str) -> str:
+    """Log the comparison run; returns its id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    from metafgnet.tracking.experiment import open_session
+
+    session = open_session(tracking, root)
+    client = session.client
+    parents = _parents(client, session.experiment_id, names)
+    factor = summary["factor"] or "seed sweep"
+    run = client.create_run(session.experiment_id,
+                            run_name=f"compare {factor} over seeds "
+                                     f"{','.join(map(str, summary['seeds']))}",
+                            tags={record.ROLE: "compare"})
+    links = "\n".join(f"- `{n}`: [{parents[n]}](#/experiments/{session.experiment_id}/runs/"
+                      f"{parents[n]})" if n in parents else f"- `{n}`: no MLflow run found"
+                      for n in names)
+    note = f"`{command}`\n\nExecutions summarised (parent runs):\n{links}\n"
+    tags = {"compare.experiments": " ".join(names),
+            "compare.parent_runs": " ".join(parents.get(n, "") for n in names).strip(),
+            "mlflow.note.content": note}
+    params = {"compare.factor": factor, "compare.levels": ",".join(summary["levels"]),
+              "compare.seeds": ",".join(map(str, summary["seeds"]))}
+    client.log_batch(run.info.run_id,
+                     metrics=[Metric(k, v, 0, 0) for k, v in _metrics(summary).items()],
+                     params=[Param(k, v) for k, v in params.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    client.log_artifacts(run.info.run_id, str(out))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id

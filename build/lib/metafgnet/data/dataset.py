@@ -1,0 +1,56 @@
+"""``ImageDataset``: manifest records -> (float tensor (C, H, W), int label) for a DataLoader."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from metafgnet.data.errors import DataError
+from metafgnet.data.images import load_rgb
+from metafgnet.data.records import Record
+
+_DEFAULT = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+
+
+class ImageDataset(Dataset):
+    """Images of ``records`` (paths relative to ``root``), loaded as RGB and transformed.
+
+    Every image is converted to RGB first (L, P, RGBA, CMYK, 16-bit grey are all fine).
+    ``transform`` maps a PIL image to a tensor (e.g. :func:`~metafgnet.data.train_transform`);
+    without one, images become float tensors in [0, 1], unnormalised.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record | tuple[str, int]],
+        root: str | Path,
+        transform: Callable | None = None,
+    ) -> None:
+        self.records = [Record(str(p), int(y)) for p, y in records]
+        self.root = Path(root)
+        self.transform = _DEFAULT if transform is None else transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.records[index]
+        try:
+            image = load_rgb(self.root / path)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DataError(
+                f"cannot read image {self.root / path} (record {index}): {exc}; re-run "
+                "prepare_manifests, which checks every image"
+            ) from exc
+        x = self.transform(image)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"transform must return a tensor, got {type(x).__name__}")
+        return x.as_subclass(torch.Tensor), label  # (C, H, W) float
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]

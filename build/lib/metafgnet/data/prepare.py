@@ -1,0 +1,118 @@
+"""``prepare_manifests``: read the datasets once, check every image, write the manifests.
+
+Order of work: read target and auxiliary metadata with the readers chosen by ``params.data``
+(class counts checked), decode every listed image (unreadable ones fail, or are skipped and
+counted under ``data.on_corrupt: skip`` up to ``data.max_skipped_fraction`` per dataset), carve
+the stratified validation split from the target training set, then write all manifests and
+``index.json`` into a temporary folder that replaces ``out_dir`` only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from metafgnet.data.errors import DataError, short_list
+from metafgnet.data.images import check_images
+from metafgnet.data.manifest import (
+    INDEX,
+    MANIFESTS,
+    PreparedData,
+    combined_digest,
+    load_prepared,
+    manifest_text,
+)
+from metafgnet.data.readers import read_auxiliary, read_target
+from metafgnet.data.records import Listing, Record
+from metafgnet.data.splits import split_validation
+from metafgnet.data.staging import staged_dir
+from metafgnet.io import file_digest, write_json
+from metafgnet.params import DataParams, Params
+
+log = logging.getLogger(__name__)
+
+
+def screen_images(
+    listing: Listing, root: Path, data: DataParams, which: str
+) -> tuple[list[Record], list[Record], list[dict]]:
+    """``(train, test, skipped)`` of ``listing`` after decoding every image under ``root``.
+
+    Raises :class:`DataError` listing the bad files when ``data.on_corrupt`` is ``fail``, or
+    when more than ``data.max_skipped_fraction`` of the dataset's images are bad.
+    """
+    records = listing.train + listing.test
+    bad = check_images(root, records, workers=max(1, data.num_workers))
+    if not bad:
+        return listing.train, listing.test, []
+    lines = [f"{path} ({why})" for path, why in bad]
+    head = (
+        f"{which} dataset at {root}: {len(bad)} of {len(records)} images are missing or unreadable"
+    )
+    if data.on_corrupt == "fail":
+        raise DataError(
+            f"{head}: {short_list(lines)}. Replace or remove them, or set data.on_corrupt: skip "
+            f"to leave them out (up to data.max_skipped_fraction = {data.max_skipped_fraction})"
+        )
+    fraction = len(bad) / len(records)
+    if fraction > data.max_skipped_fraction:
+        raise DataError(
+            f"{head} ({fraction:.2%}), more than data.max_skipped_fraction = "
+            f"{data.max_skipped_fraction}: {short_list(lines)}"
+        )
+    log.warning("%s; skipping them: %s", head, short_list(lines))
+    dropped = {path for path, _ in bad}
+    skipped = [{"dataset": which, "path": path, "reason": why} for path, why in bad]
+    return (
+        [r for r in listing.train if r.path not in dropped],
+        [r for r in listing.test if r.path not in dropped],
+        skipped,
+    )
+
+
+def prepare_manifests(params: Params, out_dir: Path) -> PreparedData:
+    """Write the manifests of ``params.data`` to ``out_dir`` (replaced whole) and return them.
+
+    The validation split is seeded by ``data.split_seed``. Nothing is written if any
+    check fails.
+    """
+    data = params.data
+    target = read_target(data)
+    auxiliary = read_auxiliary(data)
+    train, test, skipped = screen_images(target, Path(data.target_root), data, "target")
+    aux, _, aux_skipped = screen_images(auxiliary, Path(data.auxiliary_root), data, "auxiliary")
+    if not test:
+        raise DataError(f"target dataset at {data.target_root} has no test images")
+    train, val = split_validation(train, target.class_names, data.val_fraction, data.split_seed)
+    splits = {"train": train, "val": val, "test": test, "auxiliary": aux}
+    skipped += aux_skipped
+
+    with staged_dir(out_dir, owned=set(MANIFESTS.values()) | {INDEX}) as tmp:
+        digests = {}
+        for split, name in MANIFESTS.items():
+            text = manifest_text(splits[split], "train" if split == "auxiliary" else split)
+            (tmp / name).write_text(text, encoding="utf-8")
+            digests[name] = file_digest(tmp / name)
+        index = {
+            "split_seed": data.split_seed,
+            "val_fraction": data.val_fraction,
+            "target": {
+                "dataset": data.target,
+                "root": data.target_root,
+                "classes": target.class_names,
+                "num_classes": target.num_classes,
+                "counts": {s: len(splits[s]) for s in ("train", "val", "test")},
+            },
+            "auxiliary": {
+                "dataset": data.auxiliary,
+                "root": data.auxiliary_root,
+                "classes": auxiliary.class_names,
+                "num_classes": auxiliary.num_classes,
+                "counts": {"train": len(aux)},
+            },
+            "manifests": digests,
+            "digest": combined_digest(digests, target.class_names, auxiliary.class_names),
+            "skipped": skipped,
+            "skipped_count": len(skipped),
+        }
+        write_json(tmp / INDEX, index)
+    return load_prepared(out_dir)

@@ -1,0 +1,41 @@
+"""Self-relaunch under torchrun, so ``python pipeline/<stage>.py`` honours ``runtime.nproc``.
+
+DVC runs a stage as one plain ``python`` command. When the params ask for several processes per
+node, the stage script calls :func:`relaunch_under_torchrun` first thing: outside torchrun it
+replaces itself (``exec``, same pid, so DVC waits on it and gets its exit code) by
+
+    python -m torch.distributed.run --standalone --nproc_per_node <nproc> <script> <args...>
+
+``--standalone`` runs a local rendezvous on a free port. Inside torchrun (the relaunched workers,
+or a multi-node job started by hand) it returns at once and the script carries on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from metafgnet.distributed.context import launched_by_torchrun
+
+
+def torchrun_command(nproc: int, argv: Sequence[str], *, python: str | None = None) -> list[str]:
+    """The single-node torchrun command line that runs ``argv`` (script + args) ``nproc`` times."""
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", *argv]
+
+
+def relaunch_under_torchrun(nproc: int, argv: Sequence[str] | None = None) -> None:
+    """Re-exec the current script under torchrun when ``nproc > 1`` and not already under it.
+
+    Returns normally (doing nothing) when ``nproc == 1`` or when the torchrun variables are set.
+    ``argv`` defaults to ``sys.argv`` (the script path and its arguments).
+    """
+    if nproc <= 1 or launched_by_torchrun():
+        return
+    cmd = torchrun_command(nproc, list(sys.argv if argv is None else argv))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd)

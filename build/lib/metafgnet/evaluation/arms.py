@@ -1,0 +1,12 @@
+"""The arms the pipeline compares, in the order every table lists them.
+
+- ``finetune``: the source-pretrained network fine-tuned (the standard baseline);
+- ``joint``: target + auxiliary cross-entropy from the pretrained network, no meta-learning;
+- ``metafgnet``: meta-trained on all auxiliary data, then fine-tuned;
+- ``metafgnet_selected``: meta-trained again on the selected auxiliary data, then fine-tuned.
+
+``dvc.yaml`` names the same arms in its ``vars`` (a pipeline test holds the two equal).
+"""
+
+ARMS = ("finetune", "joint", "metafgnet", "metafgnet_selected")
+ARM_METRICS = ("val_top1", "test_top1", "test_mean_class_acc")

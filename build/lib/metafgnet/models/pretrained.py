@@ -1,0 +1,68 @@
+"""ImageNet weights for the torchvision backbones, offline-safe.
+
+No machine of this project reaches the internet. The weights are read from the torch hub cache
+(``$TORCH_HOME/hub/checkpoints/<file>``, torchvision's own location). When the file is missing
+we probe the download host with a short timeout and fail at once with a message that says where
+to put the file, instead of letting ``urllib`` hang. ``METAFGNET_OFFLINE=1`` skips the probe.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from metafgnet.errors import UserError
+
+PROBE_TIMEOUT_S = 3.0
+
+
+class PretrainedWeightsUnavailable(RuntimeError, UserError):
+    """ImageNet weights are neither cached nor downloadable from this machine."""
+
+
+def _weights(arch: str):
+    import torchvision
+
+    return torchvision.models.get_model_weights(arch).DEFAULT
+
+
+def cache_path(arch: str) -> Path:
+    """Where torchvision keeps (and we look for) ``arch``'s ImageNet weights."""
+    url = _weights(arch).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _can_reach(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True when a TCP connection to the URL's host opens within ``timeout`` seconds."""
+    if os.environ.get("METAFGNET_OFFLINE", "") not in ("", "0"):
+        return False
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """The ``weights=DEFAULT`` ImageNet state dict of torchvision's ``arch`` (with ``fc``)."""
+    weights = _weights(arch)
+    path = cache_path(arch)
+    if not path.is_file() and not _can_reach(weights.url):
+        raise PretrainedWeightsUnavailable(
+            f"ImageNet weights for {arch} are not in the torch hub cache ({path}) and "
+            f"{urlparse(weights.url).hostname} cannot be reached (offline). Copy "
+            f"{weights.url} to {path} (or set TORCH_HOME to a cache that has it), "
+            "or set model.pretrained: none."
+        )
+    try:
+        return weights.get_state_dict(progress=False, check_hash=not path.is_file())
+    except OSError as exc:  # URLError is an OSError
+        raise PretrainedWeightsUnavailable(
+            f"could not download ImageNet weights for {arch} from {weights.url} to {path}: {exc}"
+        ) from exc

@@ -1,0 +1,554 @@
+"""Typed parameters: each section of ``params.yaml`` parsed once into a frozen dataclass.
+
+Validation is done by pydantic dataclasses (``extra="forbid"``, strict types); this module
+only turns pydantic's errors into messages that name the dotted key path, the allowed values and,
+for unknown keys, the closest valid key ("meta.ordr: unknown key; did you mean meta.order?").
+Derived values never go back into these objects: they are frozen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+
+from metafgnet.errors import UserError
+
+_CONFIG = ConfigDict(extra="forbid")
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+def _section(cls):
+    return dataclass(frozen=True, config=_CONFIG)(cls)
+
+
+@_section
+class SyntheticParams:
+    """The embedded procedural fine-grained benchmark (see ``metafgnet.data.synthetic``)."""
+
+    seed: NonNegInt = 0
+    image_size: Annotated[int, Field(ge=16, le=512)] = 32
+    target_classes: Annotated[int, Field(ge=2)] = 16
+    train_per_class: PosInt = 10
+    test_per_class: PosInt = 20
+    related_classes: NonNegInt = 24
+    unrelated_classes: NonNegInt = 24
+    aux_per_class: PosInt = 24
+    noise: Annotated[float, Field(ge=0, le=1)] = 0.08
+    pose_jitter: Fraction = 0.5
+    scale_jitter: Fraction = 0.25
+    detail_jitter: Fraction = 0.15
+
+
+@_section
+class DataParams:
+    """Where the target and auxiliary data come from and how images are fed to the network."""
+
+    target: Literal["synthetic", "cub", "dogs", "aircraft", "cars", "flowers"] = "synthetic"
+    target_root: str = "data/prepared/synthetic/target"
+    auxiliary: Literal["synthetic", "folder", "none"] = "synthetic"
+    auxiliary_root: str = "data/prepared/synthetic/auxiliary"
+    num_target_classes: NonNegInt = 0  # 0: take whatever the dataset has; else checked
+    num_auxiliary_classes: NonNegInt = 0
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    # Seeds the validation split: a property of the data, not of a training run, so a sweep
+    # over the top-level ``seed`` keeps one split (and one ``prepare``).
+    split_seed: NonNegInt = 0
+    image_size: Annotated[int, Field(ge=8)] = 32  # training/eval crop (paper: 224)
+    resize: Annotated[int, Field(ge=8)] = 36  # shorter side before the eval crop (paper: 256)
+    on_corrupt: Literal["fail", "skip"] = "fail"
+    max_skipped_fraction: Fraction = 0.01
+    num_workers: NonNegInt = 0
+    prefetch_factor: PosInt = 2
+    pin_memory: bool = False
+
+    @model_validator(mode="after")
+    def _crop_fits(self):
+        if self.resize < self.image_size:
+            raise ValueError(
+                f"resize ({self.resize}) must be >= image_size ({self.image_size})"
+            )
+        return self
+
+
+@_section
+class ModelParams:
+    backbone: Literal["small_resnet", "resnet18", "resnet34", "resnet50"] = "small_resnet"
+    pretrained: Literal["none", "imagenet"] = "none"
+    width: PosInt = 32  # base channel width of small_resnet (ignored by torchvision nets)
+
+
+# Settings that cannot change a result: where and how often a loop checkpoints, how many
+# loader processes feed it. A checkpoint made under other values of these is still resumed.
+RESULT_NEUTRAL = ("runtime.checkpoint_every", "data.num_workers", "data.prefetch_factor",
+                  "data.pin_memory")
+
+
+def without_result_neutral(sections: dict[str, dict]) -> dict[str, dict]:
+    """``sections`` (params as nested dicts) without the :data:`RESULT_NEUTRAL` keys."""
+    out = {name: dict(values) if isinstance(values, dict) else values
+           for name, values in sections.items()}
+    for key in RESULT_NEUTRAL:
+        section, _, field = key.partition(".")
+        if isinstance(out.get(section), dict):
+            out[section].pop(field, None)
+    return out
+
+
+def schedule_problem(milestones: list[int], horizon: int, unit: str) -> str | None:
+    """What is wrong with a step schedule's ``milestones`` over ``horizon`` epochs or
+    iterations (the message starts with the key, ``milestones:``), or None."""
+    if list(milestones) != sorted(set(milestones)):
+        return f"milestones: must be strictly increasing, got {list(milestones)}"
+    late = [m for m in milestones if m >= horizon]
+    if late:
+        return (f"milestones: {late} not below {unit} ({horizon}), so that decay would never "
+                f"happen; use milestones below {horizon}, or fewer")
+    return None
+
+
+def scaled_schedule(length: int, milestones: list[int], factor: float) -> tuple[int, list[int]]:
+    """A step schedule of ``length`` epochs or iterations run ``factor`` times as long (a
+    selected subset, a tuning budget): the new length (at least 1) and the milestones scaled
+    the same way, kept strictly increasing, at least 1 and below the new length."""
+    new = max(1, round(length * factor))
+    scaled = {max(1, round(m * factor)) for m in milestones}
+    return new, sorted(m for m in scaled if m < new)
+
+
+@_section
+class OptimParams:
+    """SGD schedule of a plain training stage: per-group learning rates with step milestones."""
+
+    epochs: PosInt = 10
+    batch_size: PosInt = 64
+    head_lr: PosFloat = 0.1
+    backbone_lr: PosFloat = 0.01
+    milestones: list[PosInt] = dataclasses.field(default_factory=list)  # in epochs
+    lr_decay: PosFloat = 0.1
+    momentum: Fraction = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+
+    @model_validator(mode="after")
+    def _milestones_sorted(self):
+        if problem := schedule_problem(self.milestones, self.epochs, "epochs"):
+            raise ValueError(problem)
+        return self
+
+
+@_section
+class PretrainParams(OptimParams):
+    """Source pretraining (stage 1). It has its own seed: the paper starts from one fixed
+    pretrained source network, so a sweep over the top-level ``seed`` (the method's randomness)
+    shares one pretrained model."""
+
+    seed: NonNegInt = 0
+
+
+@_section
+class JointParams(OptimParams):
+    aux_weight: Annotated[float, Field(ge=0)] = 1.0
+
+
+@_section
+class MetaParams:
+    """One MetaFGNet meta-iteration (the MetaFGNet objective; see metafgnet.training.meta_loop)."""
+
+    order: Literal["first", "second"] = "second"
+    iterations: PosInt = 300
+    batch_size: PosInt = 32  # each of T_i and T_j
+    aux_batch_size: PosInt = 32
+    inner_lr: PosFloat = 0.01  # eta, decayed with the outer schedule
+    target_head_lr: PosFloat = 0.1
+    backbone_lr: PosFloat = 1e-3
+    source_head_lr: PosFloat = 1e-3
+    milestones: list[PosInt] = dataclasses.field(default_factory=list)  # in iterations
+    lr_decay: PosFloat = 0.1
+    momentum: Fraction = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    aux_weight: Annotated[float, Field(ge=0)] = 1.0
+    update: Literal["sequential", "summed"] = "sequential"
+    running_stats: Literal["extra_forward", "inner_pass", "auxiliary_only"] = "extra_forward"
+    # images per micro-batch of the meta-gradient (0: off): bounded memory, same exact
+    # meta-gradient (ghost batches under BatchNorm), see metafgnet.meta.microbatch
+    micro_batch: NonNegInt = 0
+    log_every: PosInt = 10
+
+    @model_validator(mode="after")
+    def _milestones_sorted(self):
+        if problem := schedule_problem(self.milestones, self.iterations, "iterations"):
+            raise ValueError(problem)
+        if self.micro_batch > self.batch_size:
+            raise ValueError(
+                f"micro_batch ({self.micro_batch}) must be at most batch_size "
+                f"({self.batch_size}); 0 turns micro-batching off")
+        return self
+
+
+@_section
+class SelectParams:
+    criterion: Literal["ratio", "threshold", "topk"] = "ratio"
+    ratio: Annotated[float, Field(gt=0, le=1)] = 0.8
+    threshold: float = 0.0
+    topk: PosInt = 1000
+    batch_size: PosInt = 256
+
+
+@_section
+class RuntimeParams:
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    num_threads: NonNegInt = 2  # 0: leave torch's default; pinned for CPU determinism
+    amp: bool = False
+    deterministic: bool = True
+    cudnn_benchmark: bool = False
+    channels_last: bool = False
+    nproc: PosInt = 1
+    checkpoint_every: NonNegInt = 0  # steps; 0 disables periodic checkpoints
+
+
+@_section
+class TrackingParams:
+    enabled: bool = True
+    experiment: str = "metafgnet"
+    offline: bool = False  # opt in to a local record when the tracking server is unreachable
+    log_models: bool = True
+    system_metrics: bool = True
+    registered_model: str = "metafgnet-best"
+    # true: stages talk to one long-lived tracking agent per pipeline execution (MLflow is
+    # imported once); false: each stage process imports MLflow itself (+3-4 s of CPU a stage)
+    agent: bool = True
+
+
+@_section
+class SearchDim:
+    """One dimension of the tuning search space, keyed in ``tune.space`` by the dotted param it
+    overrides (``meta.inner_lr``). ``float`` / ``int``: ``low`` < ``high``, optional ``log``
+    scale (``low`` > 0) or ``step``; ``categorical``: a list of ``choices``."""
+
+    type: Literal["float", "int", "categorical"]
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: PosFloat | None = None
+    choices: list[bool | int | float | str] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs a non-empty list of choices")
+            if self.low is not None or self.high is not None or self.log or self.step:
+                raise ValueError("a categorical dimension takes only choices (no low/high/log/step)")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"choices only go with type categorical (type is {self.type})")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} dimension needs low and high")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0 (got low {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined (Optuna samples one or the other)")
+        if self.type == "int":
+            for name in ("low", "high", "step"):
+                value = getattr(self, name)
+                if value is not None and float(value) != int(value):
+                    raise ValueError(f"{name} of an int dimension must be an integer (got {value})")
+        return self
+
+
+def _default_space() -> dict[str, SearchDim]:
+    return {
+        "meta.inner_lr": SearchDim(type="float", low=1e-3, high=0.1, log=True),
+        "meta.target_head_lr": SearchDim(type="float", low=0.01, high=0.5, log=True),
+        "meta.backbone_lr": SearchDim(type="float", low=1e-3, high=0.05, log=True),
+        "meta.aux_weight": SearchDim(type="float", low=0.1, high=2.0),
+        "select.ratio": SearchDim(type="float", low=0.3, high=1.0),
+    }
+
+
+@_section
+class TuneSamplerParams:
+    """Optuna sampler; every argument explicit (Optuna 5 changed the TPE defaults)."""
+
+    kind: Literal["tpe", "random"] = "tpe"
+    seed: NonNegInt = 0
+    n_startup_trials: NonNegInt = 5  # random trials before TPE models the history
+    n_ei_candidates: PosInt = 24
+    multivariate: bool = True
+    constant_liar: bool = True  # parallel workers avoid proposing what another is running
+
+
+@_section
+class TunePruningParams:
+    """Arguments of ``tune.pruner``; steps and resources are fine-tuning epochs."""
+
+    n_startup_trials: NonNegInt = 2  # median: finished trials before any pruning
+    n_warmup_steps: NonNegInt = 1  # median: epochs reported before a trial may be pruned
+    interval_steps: PosInt = 1
+    min_resource: PosInt = 1  # hyperband (max_resource = tune.budget.finetune_epochs)
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+
+
+@_section
+class TuneBudgetParams:
+    """What one trial runs, in place of the pipeline's meta.iterations / finetune.epochs
+    (their milestones are scaled by the same factor)."""
+
+    meta_iterations: PosInt = 10
+    finetune_epochs: PosInt = 5
+    selection: bool = True  # also select auxiliary data and meta-train again on the selection
+
+
+@_section
+class TuneParams:
+    """Hyper-parameter search (``metafgnet tune``, :mod:`metafgnet.tuning`)."""
+
+    enabled: bool = False  # the DVC stage `tune` runs the study only when true
+    study_name: Annotated[str, Field(min_length=1)] = "metafgnet"
+    storage: str = ""  # "": sqlite at <repo root>/optuna.db; a SQLAlchemy URL; journal:<path>
+    n_trials: PosInt = 20  # COMPLETE + PRUNED trials, counted across invocations and workers
+    timeout: NonNegInt = 0  # seconds per invocation before no new trial starts; 0: none
+    workers: PosInt = 1
+    sampler: TuneSamplerParams = dataclasses.field(default_factory=TuneSamplerParams)
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruning: TunePruningParams = dataclasses.field(default_factory=TunePruningParams)
+    heartbeat_interval: PosInt = 10  # seconds (RDB storages)
+    grace_period: PosInt = 30  # seconds without heartbeat before a RUNNING trial becomes FAIL
+    budget: TuneBudgetParams = dataclasses.field(default_factory=TuneBudgetParams)
+    space: dict[str, SearchDim] = dataclasses.field(default_factory=_default_space)
+
+    @model_validator(mode="after")
+    def _coherent(self):
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(f"grace_period ({self.grace_period}) must be > heartbeat_interval "
+                             f"({self.heartbeat_interval})")
+        if not self.space:
+            raise ValueError("space is empty: declare at least one dimension")
+        if self.storage.strip() and not ("://" in self.storage or
+                                         self.storage.startswith("journal:")):
+            raise ValueError(f"storage {self.storage!r} is neither a database URL "
+                             "(sqlite:///..., postgresql://...) nor journal:<path>")
+        return self
+
+
+# What the tune objective reads, and the keys its budget sets (so they cannot be searched).
+TUNABLE_SECTIONS = ("meta", "select", "finetune")
+_BUDGET_KEYS = {"meta.iterations": "meta_iterations", "meta.milestones": "meta_iterations",
+                "finetune.epochs": "finetune_epochs", "finetune.milestones": "finetune_epochs"}
+_SELECT_VALUES = {"select.ratio": "ratio", "select.threshold": "threshold", "select.topk": "topk"}
+
+
+def _check_space_dim(params: Params, key: str, dim: SearchDim) -> str | None:
+    """The problem with ``tune.space.<key>`` given the other sections, or None."""
+    section, _, name = key.partition(".")
+    tunable = [f"{s}.{f.name}" for s in TUNABLE_SECTIONS
+               for f in dataclasses.fields(getattr(params, s))]
+    if key not in tunable:
+        other = [f"{f.name}.{g.name}" for f in dataclasses.fields(params)
+                 if dataclasses.is_dataclass(getattr(params, f.name))
+                 for g in dataclasses.fields(getattr(params, f.name))]
+        if key in other:
+            return f"not read by the tune objective (tunable sections: {', '.join(TUNABLE_SECTIONS)})"
+        close = difflib.get_close_matches(key, tunable, n=1, cutoff=0.6)
+        return "unknown param; " + (f"did you mean {close[0]}?" if close else
+                                    f"tunable sections: {', '.join(TUNABLE_SECTIONS)}")
+    if key in _BUDGET_KEYS:
+        return f"set by tune.budget.{_BUDGET_KEYS[key]}, not tunable"
+    hint = get_type_hints(type(getattr(params, section)))[name]
+    base = get_origin(hint)
+    kinds = {bool: "categorical", int: "int", float: "float"}
+    if base is list:
+        return "a list param cannot be tuned"
+    expected = "categorical" if base is Literal or hint is str else kinds.get(hint)
+    if dim.type != "categorical" and dim.type != expected:
+        kind = (f"one of {', '.join(map(repr, get_args(hint)))}" if base is Literal
+                else getattr(hint, "__name__", str(hint)))
+        return f"type {dim.type} does not fit this param ({kind}); use type {expected}"
+    if section == "select" and key in _SELECT_VALUES:
+        if not params.tune.budget.selection:
+            return "has no effect unless tune.budget.selection is true"
+        if params.select.criterion != _SELECT_VALUES[key] and "select.criterion" not in params.tune.space:
+            return f"has no effect with select.criterion {params.select.criterion!r}"
+    values = dim.choices if dim.type == "categorical" else [("low", dim.low), ("high", dim.high)]
+    for item in values:
+        what, value = item if isinstance(item, tuple) else ("choice", item)
+        if dim.type == "int":
+            value = int(value)
+        try:
+            dataclasses.replace(getattr(params, section), **{name: value})
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            return f"{what} {value!r} is not a valid {key} ({reason})"
+    return None
+
+
+@_section
+class Params:
+    """The whole ``params.yaml``."""
+
+    seed: NonNegInt = 0
+    data: DataParams = dataclasses.field(default_factory=DataParams)
+    synthetic: SyntheticParams = dataclasses.field(default_factory=SyntheticParams)
+    model: ModelParams = dataclasses.field(default_factory=ModelParams)
+    pretrain: PretrainParams = dataclasses.field(default_factory=PretrainParams)
+    meta: MetaParams = dataclasses.field(default_factory=MetaParams)
+    select: SelectParams = dataclasses.field(default_factory=SelectParams)
+    finetune: OptimParams = dataclasses.field(default_factory=OptimParams)
+    joint: JointParams = dataclasses.field(default_factory=JointParams)
+    runtime: RuntimeParams = dataclasses.field(default_factory=RuntimeParams)
+    tracking: TrackingParams = dataclasses.field(default_factory=TrackingParams)
+    tune: TuneParams = dataclasses.field(default_factory=TuneParams)
+
+    @model_validator(mode="after")
+    def _tune_space_targets(self):
+        """Each ``tune.space`` key must name a tunable param, with a type and range it accepts."""
+        problems = [f"tune.space.{key}: {problem}" for key, dim in self.tune.space.items()
+                    if (problem := _check_space_dim(self, key, dim))]
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file with :class:`_Loader`."""
+    return parse_yaml_text(Path(path).read_text())
+
+
+def parse_yaml_text(text: str) -> Any:
+    """Parse YAML text with :class:`_Loader`."""
+    return yaml.load(text, Loader=_Loader)
+
+
+class ParamsError(ValueError, UserError):
+    """Invalid parameters; the message names every offending key path."""
+
+
+_SECTION_TYPES: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Params)}
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Valid key names of the dataclass at ``loc`` (a path into Params)."""
+    cls: Any = Params
+    for part in loc:
+        if get_origin(cls) is dict:  # a mapping (tune.space): any key, one value type
+            cls = get_args(cls)[1]
+            continue
+        hints = get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if part not in hints:
+            return []
+        cls = hints[part]
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def _format_error(err: dict) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc)
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        valid = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+        where = ".".join(loc[:-1])
+        hint = f"did you mean {where + '.' if where else ''}{close[0]}?" if close else (
+            f"valid keys: {', '.join(valid)}")
+        return f"{key}: unknown key; {hint}"
+    if err["type"] == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        return f"{key} must be {allowed} (got {err['input']!r})"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not key:
+        return msg
+    if isinstance(err.get("input"), dict):  # a section-level check: the message names the keys
+        field, sep, rest = msg.partition(": ")
+        if sep and field in err["input"]:   # ... or starts with the one key it is about
+            return f"{key}.{field}: {rest}"
+        return f"{key}: {msg}"
+    return f"{key}: {msg} (got {err['input']!r})"
+
+
+_ADAPTER = TypeAdapter(Params)
+
+
+def parse_params(raw: dict | None) -> Params:
+    """Validate a raw mapping (as read from YAML) into :class:`Params`.
+
+    Raises :class:`ParamsError` listing every invalid key with its dotted path.
+    """
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        lines = sorted({_format_error(e) for e in exc.errors()})
+        raise ParamsError("invalid params:\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    """Read and validate a params file; ``overrides`` (nested mapping) is merged on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        raw = read_yaml(path) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return parse_params(raw)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """A new mapping: ``update`` merged into ``base`` section by section."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_dict(params: Any) -> dict:
+    """Plain nested dict of a params dataclass (for YAML, checkpoints and trackers)."""
+    return dataclasses.asdict(params)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"meta": {"order": "second"}}`` -> ``{"meta.order": "second"}``."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

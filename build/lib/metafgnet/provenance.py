@@ -1,0 +1,40 @@
+"""Where a result came from: git revision, dirty flag, DVC experiment variables."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+
+
+def _git(*args: str, cwd: str | Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@functools.cache
+def repo_root() -> Path:
+    """The repository root: ``DVC_ROOT`` inside DVC runs, else the git top level, else cwd."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    top = _git("rev-parse", "--show-toplevel")
+    return Path(top).resolve() if top else Path.cwd().resolve()
+
+
+def git_revision(cwd: str | Path | None = None) -> str:
+    return _git("rev-parse", "HEAD", cwd=cwd) or "unknown"
+
+
+def git_dirty(cwd: str | Path | None = None) -> bool:
+    status = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+    return bool(status)
+
+
+def dvc_experiment() -> dict[str, str]:
+    """The DVC experiment variables set by ``dvc exp run`` (empty in a plain ``dvc repro``)."""
+    keys = ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE", "DVC_ROOT")
+    return {k.lower(): os.environ[k] for k in keys if os.environ.get(k)}

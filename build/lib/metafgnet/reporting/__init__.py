@@ -1,0 +1,1 @@
+"""Offline rendering of the pipeline's results: image grids, curve plots, the Markdown report."""

@@ -1,0 +1,180 @@
+"""What every pipeline stage shares: params, device, prepared data, the tracking run.
+
+A stage is ``with open_stage(name, sections) as ctx: ...``. Start-up decisions (device,
+precision, threads, seeds) are made here once and passed down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from metafgnet.data import (
+    ImageDataset,
+    PreparedData,
+    eval_transform,
+    load_prepared,
+    train_transform,
+)
+from metafgnet.distributed import DistContext, init_distributed, relaunch_under_torchrun, teardown
+from metafgnet.io import file_digest
+from metafgnet.params import (
+    Params,
+    ParamsError,
+    RuntimeParams,
+    TrackingParams,
+    load_params,
+    to_dict,
+    without_result_neutral,
+)
+from metafgnet.provenance import repo_root
+from metafgnet.stages import audit
+from metafgnet.stages.failure import KNOWN_ERRORS, debugging, fail
+from metafgnet.tracking import NullRun, stage_run
+from metafgnet.training import TrainingInterrupted, make_autocast, setup_runtime
+
+PREPARED = Path("data/prepared/manifests")
+
+log = logging.getLogger("metafgnet")
+
+
+class DeclaredParams:
+    """Read access to the params sections a stage declares in ``dvc.yaml``, and no others.
+
+    A stage that reads an undeclared section fails at once instead of silently depending on a
+    value DVC does not track.
+    """
+
+    def __init__(self, params: Params, sections: Sequence[str]) -> None:
+        self._params, self._sections = params, tuple(sections)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._sections:
+            raise AttributeError(
+                f"this stage reads params section {name!r} but declares only "
+                f"{', '.join(self._sections)} (add it to the stage's params in dvc.yaml)")
+        return getattr(self._params, name)
+
+    def declared(self) -> dict:
+        """The declared sections as a plain dict (for checkpoints and trackers)."""
+        full = to_dict(self._params)
+        return {k: full[k] for k in self._sections}
+
+
+@dataclasses.dataclass
+class StageContext:
+    name: str
+    params: DeclaredParams
+    device: torch.device
+    data: PreparedData
+    run: object  # metafgnet.tracking run (or its no-op twin)
+    tracking: TrackingParams  # where results are logged; never changes an output
+    dist: DistContext
+    checkpoint_dir: Path  # outside every DVC out: DVC deletes outs before a stage runs
+
+    def train_kwargs(self, *inputs: Path, seed: int | None = None) -> dict:
+        """Keyword arguments every training loop takes, decided once for the stage.
+
+        ``inputs`` (the init model, a selection file) are fingerprinted with the declared
+        params and the data digest, so a checkpoint left by an earlier configuration or an
+        earlier upstream result is set aside instead of resumed. ``seed``: default the top-level
+        ``seed`` (source pretraining passes its own).
+        """
+        p = self.params
+        fingerprint = {"params": without_result_neutral(p.declared()), "data": self.data.digest,
+                       **{str(path): file_digest(path) for path in inputs}}
+        return {"device": self.device, "seed": p.seed if seed is None else seed, "loader_kwargs": self.loader_kwargs,
+                "autocast": make_autocast(p.runtime, self.device), "dist": self.dist,
+                "checkpoint_dir": self.checkpoint_dir,
+                "checkpoint_every": p.runtime.checkpoint_every,
+                "channels_last": p.runtime.channels_last, "fingerprint_extra": fingerprint}
+
+    def target(self, split: str, style: str | None) -> ImageDataset:
+        """Target split ``train|val|test``; ``style`` picks a training augmentation, None = eval."""
+        records = {"train": self.data.train, "val": self.data.val, "test": self.data.test}[split]
+        return ImageDataset(records, self.data.target_root, self._transform(style))
+
+    def auxiliary(self, style: str | None, records=None) -> ImageDataset:
+        records = self.data.auxiliary if records is None else records
+        return ImageDataset(records, self.data.auxiliary_root, self._transform(style))
+
+    def _transform(self, style: str | None):
+        data = self.params.data
+        return eval_transform(data) if style is None else train_transform(data, style)
+
+    @property
+    def loader_kwargs(self) -> dict:
+        d = self.params.data
+        kwargs = {"num_workers": d.num_workers, "pin_memory": d.pin_memory and self.device.type == "cuda"}
+        if d.num_workers > 0:
+            kwargs["prefetch_factor"] = d.prefetch_factor
+        return kwargs
+
+    def log_step(self, step: int, row: dict) -> None:
+        """Per-step progress: a terminal line, and the numeric values to the tracker."""
+        metrics = {k: float(v) for k, v in row.items() if isinstance(v, int | float) and k != "step"}
+        self.run.log_metrics(metrics, step=step)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                         if "loss" in k or "top1" in k or k == "images_per_s")
+        log.info("%s step %d %s", self.name, step, shown)
+
+
+def _configure_logging() -> None:
+    stream = sys.stderr
+    fmt = "%(message)s" if stream.isatty() else "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt, stream=stream, force=True)
+
+
+@contextlib.contextmanager
+def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
+               lineage: bool = False) -> Iterator[StageContext]:
+    """Load params, set up the runtime once, open the stage's tracking run.
+
+    ``sections`` are the params sections the stage declares in ``dvc.yaml``; ``tracking`` is
+    always readable (it says where results are logged, never what they are). With
+    ``runtime.nproc > 1`` the stage re-executes itself under ``torchrun``; rank 0 alone logs,
+    writes outputs and checkpoints. A SIGTERM during training checkpoints and exits 143.
+    ``lineage``: the stage's run logs every params section (see
+    :func:`metafgnet.tracking.stage_run`); the stage still reads only ``sections``.
+    """
+    audit.start()
+    _configure_logging()
+    try:
+        params = load_params(os.environ.get("METAFGNET_PARAMS", "params.yaml"))
+    except ParamsError as exc:
+        if debugging():
+            raise
+        fail(name, exc)
+    runtime = params.runtime if "runtime" in sections else RuntimeParams()
+    relaunch_under_torchrun(runtime.nproc)
+    dist = init_distributed(runtime)
+    try:
+        device = setup_runtime(runtime, params.seed if "seed" in sections else 0, dist=dist)
+        data = load_prepared(PREPARED) if needs_data else None
+        run_cm = (stage_run(name, params, sections, tracking=params.tracking,
+                            data_digest=data.digest if data is not None else None,
+                            device=str(device), lineage=lineage)
+                  if dist.is_main else contextlib.nullcontext(NullRun(name)))
+        with run_cm as run:
+            yield StageContext(name, DeclaredParams(params, sections), device, data, run,
+                               params.tracking, dist, repo_root() / "checkpoints" / name)
+        if dist.is_main:
+            audit.finish(name, list(sections))
+    except TrainingInterrupted as exc:
+        log.warning("%s interrupted: %s", name, exc)
+        sys.exit(exc.exit_code)
+    except KNOWN_ERRORS as exc:
+        if debugging():
+            raise
+        fail(name, exc)
+    finally:
+        teardown()

@@ -1,0 +1,49 @@
+"""MLflow tracking for the pipeline: one record per repository, one parent run per execution.
+
+A stage script (one process of ``dvc repro`` / ``dvc exp run``)::
+
+    from metafgnet.tracking import stage_run
+
+    with stage_run("finetune@metafgnet", params, ["data", "model", "finetune"],
+                   data_digest=manifest_digest, device=str(device)) as run:
+        for step, loss in train(...):
+            run.log_metrics({"train/loss": loss}, step=step)   # buffered
+        info = run.log_model(model, "model", input_example=images)   # ModelInfo | None
+        run.log_artifact("results/finetune/metrics.json")
+    # evaluate: run.register_model(best_model_uri)  -> alias "champion" on the newest version
+
+Where runs go: :mod:`.uri`; which processes share a parent run: :mod:`.execution`; parent and
+child runs, failures: :mod:`.parent`, :mod:`.runs`; what is recorded: :mod:`.record`; every
+MLflow call of a stage run: :mod:`.recorder`, made by the execution's tracking agent
+(:mod:`.agent`) or, with ``tracking.agent: false``, by the stage process; models and registry:
+:mod:`.models`; offline mode: :mod:`.experiment`.
+
+Importing this package does not import MLflow (3-4 s of CPU); it only turns MLflow's telemetry
+off and bounds its HTTP retries in the environment (``setdefault``: explicit settings win).
+"""
+
+from metafgnet.tracking.execution import EXECUTION_ENV, execution_id
+from metafgnet.tracking.null import NullRun
+from metafgnet.tracking.runs import StageRun, is_training_stage, stage_run
+from metafgnet.tracking.uri import (
+    TrackingError,
+    TrackingUnavailable,
+    configure_environment,
+    repo_root,
+    tracking_uri,
+)
+
+configure_environment()
+
+__all__ = [
+    "EXECUTION_ENV",
+    "NullRun",
+    "StageRun",
+    "TrackingError",
+    "TrackingUnavailable",
+    "execution_id",
+    "is_training_stage",
+    "repo_root",
+    "stage_run",
+    "tracking_uri",
+]

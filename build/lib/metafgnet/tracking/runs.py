@@ -1,0 +1,294 @@
+"""One child run per stage that actually runs, under its execution's parent run.
+
+A stage script wraps its work in :func:`stage_run`::
+
+    with stage_run("meta_train", params, ["data", "model", "meta"], data_digest=digest) as run:
+        for step in ...:
+            run.log_metrics({"loss": loss}, step=step)   # buffered, sent every few seconds
+        info = run.log_model(model, "model", input_example=images)
+
+Entering checks the tracking location at once (an unreachable server fails the stage before any
+work) and then opens the runs *in the background*, through a
+:class:`~metafgnet.tracking.recorder.Recorder`: by default the one of the execution's tracking
+agent (:mod:`metafgnet.tracking.agent`), so the stage process never imports MLflow; with
+``tracking.agent: false`` one in this process. Metrics logged meanwhile wait in memory; other
+calls wait for the run. The child run is named after the stage and carries the params sections
+the stage reads (dotted keys), ``seed`` and the provenance tags of
+:mod:`metafgnet.tracking.record`; see :mod:`metafgnet.tracking.parent` for the parent.
+
+A stage that raises ends its child run FAILED (KILLED on Ctrl-C or SIGTERM) with the error as the ``error``
+tag and ``error/traceback.txt``, and marks the parent FAILED with ``failed_stage``.
+
+Use the yielded run's methods, not ``mlflow.log_*``: no MLflow run is made *active* (the fluent
+API's active run is per thread), so fluent calls would start an unrelated run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from metafgnet.params import Params, TrackingParams
+from metafgnet.tracking import record
+from metafgnet.tracking.buffer import MetricBuffer
+from metafgnet.tracking.experiment import Target, resolve_target
+from metafgnet.tracking.models import DEFAULT_ALIAS, check_alias
+from metafgnet.tracking.null import NullRun
+from metafgnet.tracking.uri import TrackingError, redact, repo_root
+
+log = logging.getLogger(__name__)
+
+LOG_MODEL_SECONDS = "tracking/log_model_seconds"  # as the stage waited for it, one per model
+TRAINING_STAGES = frozenset({"pretrain", "meta_train", "meta_train_selected", "joint", "finetune"})
+
+
+def is_training_stage(stage: str) -> bool:
+    """``finetune@arm`` counts as ``finetune``."""
+    return stage.split("@", 1)[0] in TRAINING_STAGES
+
+
+def _recorder(tracking: TrackingParams, uri: str, execution: str):
+    if tracking.agent:
+        from metafgnet.tracking.agent import RemoteRecorder
+
+        return RemoteRecorder(uri, execution)
+    from metafgnet.tracking.recorder import Recorder
+
+    return Recorder()
+
+
+class StageRun:
+    """The child run of one stage, as yielded by :func:`stage_run`."""
+
+    enabled = True
+
+    def __init__(self, stage: str, params: Params, tracking: TrackingParams, target: Target,
+                 tags: dict[str, str], child_params: dict[str, str], system_metrics: bool,
+                 root: str | Path | None = None):
+        self.stage = stage
+        self.tracking_uri = target.uri
+        self._tracking = tracking
+        self._tags = tags
+        self._buffer = MetricBuffer(target.uri)
+        self._recorder = None
+        self._opened = None
+        self._open_error: BaseException | None = None
+        open_args = (stage, target, tracking, tags, child_params, record.all_params(params),
+                     system_metrics, str(Path(root).resolve() if root else repo_root()),
+                     record.source_tags())
+        self._thread = threading.Thread(
+            target=self._open, name=f"tracking-open-{stage}", daemon=True, args=open_args)
+        self._thread.start()
+
+    # -- opening (background thread) ------------------------------------------------------
+
+    def _open(self, *open_args) -> None:
+        try:
+            recorder = _recorder(self._tracking, self.tracking_uri, self._tags[record.EXECUTION])
+            self._recorder = recorder
+            self._opened = recorder.open(*open_args)
+            self._buffer.attach(recorder, self._opened.run_id)
+        except BaseException as exc:  # re-raised in the stage's thread by _ready()
+            self._open_error = exc
+
+    def _ready(self):
+        """Wait for the run to be open; raise if opening it failed. Returns the recorder."""
+        self._thread.join()
+        if self._open_error is not None:
+            raise TrackingError(
+                f"could not open the MLflow run of stage {self.stage!r} at "
+                f"{redact(self.tracking_uri)}: {self._open_error}") from self._open_error
+        return self._recorder
+
+    @property
+    def run_id(self) -> str:
+        self._ready()
+        return self._opened.run_id
+
+    @property
+    def parent_run_id(self) -> str:
+        self._ready()
+        return self._opened.parent_id
+
+    @property
+    def experiment_id(self) -> str:
+        self._ready()
+        return self._opened.experiment_id
+
+    @property
+    def recorder_pid(self) -> int:
+        """Pid of the process writing this run's records: the tracking agent, or this one."""
+        recorder = self._ready()
+        return recorder.pid() if self._tracking.agent else os.getpid()
+
+    # -- logging ---------------------------------------------------------------------------
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Record scalar metrics at ``step``; batched, so calling it every few steps is cheap.
+
+        Each value goes through ``float()``: on a CUDA tensor that synchronises the device.
+        """
+        if self._open_error is not None:
+            self._ready()  # raises: tracking is broken, stop the stage now
+        self._buffer.add(metrics, step)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Extra params (derived values); a key already logged must keep its value."""
+        self._ready().log_params({str(k): record.param_value(v) for k, v in params.items()})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._ready().set_tags({str(k): str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._ready().log_artifact(str(Path(path).resolve()), artifact_path)
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        self._ready().log_artifacts(str(Path(directory).resolve()), artifact_path)
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        """``obj`` as JSON or YAML (by the file's extension) under ``artifact_file``."""
+        self._ready().log_dict(obj, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._ready().log_text(text, artifact_file)
+
+    def flush(self) -> None:
+        """Send buffered metrics now (done automatically every few seconds and at the end)."""
+        self._ready()
+        self._buffer.flush()
+
+    def log_model(self, model, name: str, input_example: Any):
+        """Log a PyTorch model (see :mod:`metafgnet.tracking.models`); returns a
+        :class:`~metafgnet.tracking.recorder.ModelRef` (``.model_uri`` loads it), or None when
+        ``tracking.log_models`` is false."""
+        if not self._tracking.log_models:
+            return None
+        recorder = self._ready()
+        start = time.perf_counter()
+        ref = recorder.log_model(model, name, input_example)
+        self._buffer.add({LOG_MODEL_SECONDS: time.perf_counter() - start})
+        return ref
+
+    def register_model(self, model_uri: str, name: str | None = None,
+                       alias: str = DEFAULT_ALIAS):
+        """Register ``model_uri`` under ``name`` (default ``tracking.registered_model``) with
+        ``alias`` moved to the new version; returns a
+        :class:`~metafgnet.tracking.recorder.VersionRef` (``.name``, ``.version``)."""
+        check_alias(alias)
+        tags = {k: self._tags[k] for k in (record.EXECUTION, record.DVC_EXP_NAME,
+                                            record.GIT_COMMIT) if k in self._tags}
+        return self._ready().register_model(model_uri, name or self._tracking.registered_model,
+                                            alias, {**tags, record.STAGE: self.stage})
+
+    def summarise_execution(self, metrics: Mapping[str, float], tags: Mapping[str, str],
+                            stages: Sequence[str]) -> dict[str, list[str]]:
+        """The pipeline's headline metrics (and ``tags``) on the execution's parent run, with
+        the stages that ran and those reused
+        (:meth:`~metafgnet.tracking.recorder.Recorder.summarise_execution`)."""
+        self.flush()
+        return self._ready().summarise_execution(
+            {str(k): float(v) for k, v in metrics.items()},
+            {str(k): str(v) for k, v in tags.items()}, list(stages))
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        recorder = self._ready()
+        try:
+            self._buffer.flush(final=True)
+        except Exception as exc:
+            self._fail(exc)
+            raise
+        recorder.finish()
+        self._close()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record the error and end child and parent; never masks ``exc``."""
+        self._thread.join()
+        if self._open_error is not None:
+            log.error("stage %s failed before its MLflow run was open (%s)", self.stage,
+                      self._open_error)
+            self._close()
+            return
+        # interrupted (Ctrl-C, or SIGTERM: TrainingInterrupted, a checkpoint was written) is
+        # KILLED, not FAILED: the run did nothing wrong and resumes on the next execution
+        status = ("KILLED" if isinstance(exc, KeyboardInterrupt)
+                  or type(exc).__name__ == "TrainingInterrupted" else "FAILED")
+        summary = f"{type(exc).__name__}: {exc}"[:5000]
+        try:
+            self._buffer.flush(final=True)
+        except Exception as err:
+            log.error("while recording the failure of %s: %s", self.stage, err)
+        try:
+            self._recorder.fail(status, summary, "".join(traceback.format_exception(exc)),
+                                self.stage)
+        except Exception as err:  # the agent is gone: the stage's own error matters most
+            log.error("while recording the failure of %s in %s: %s", self.stage,
+                      redact(self.tracking_uri), err)
+        self._close()
+
+    def _close(self) -> None:
+        close = getattr(self._recorder, "close", None)
+        if close is not None:
+            close()
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    params: Params,
+    sections: Sequence[str] = (),
+    tracking: TrackingParams | None = None,
+    *,
+    data_digest: str | None = None,
+    device: str | None = None,
+    system_metrics: bool | None = None,
+    root: str | Path | None = None,
+    lineage: bool = False,
+) -> Iterator[StageRun | NullRun]:
+    """Track one stage as a child of its execution's parent run (module docstring).
+
+    ``sections``: the params sections the stage reads (logged as dotted params with ``seed``).
+    ``tracking``: defaults to ``params.tracking``. ``data_digest``: digest of the data manifest.
+    ``device``: the resolved device (default ``params.runtime.device``). ``system_metrics``:
+    default on for training stages when ``tracking.system_metrics``. ``root``: repository root
+    for the local store (default: ``DVC_ROOT``, git top level, cwd). ``lineage``: log every
+    params section, not only ``sections``: for stages whose results the whole upstream shaped
+    (``evaluate``, ``report``), so ``params.meta.order = 'first'`` finds them.
+
+    Raises :class:`~metafgnet.tracking.uri.TrackingUnavailable` before any work when the
+    tracking server does not answer (unless ``tracking.offline``), and
+    :class:`~metafgnet.tracking.uri.TrackingError` when the run cannot be recorded.
+    """
+    tracking = tracking if tracking is not None else params.tracking
+    if not tracking.enabled:
+        yield NullRun(stage)
+        return
+    child_params = record.stage_params(params, sections)  # bad section names fail first
+    if lineage:
+        child_params = record.all_params(params)
+    root = Path(root).resolve() if root is not None else repo_root()
+    target = resolve_target(tracking, root)
+    tags = record.provenance_tags(params, data_digest, device)
+    if target.offline:
+        tags[record.OFFLINE] = "true"
+        tags[record.INTENDED_URI] = redact(target.intended_uri or "")
+    log_system = (tracking.system_metrics and is_training_stage(stage)
+                  if system_metrics is None else system_metrics)
+    run = StageRun(stage, params, tracking, target, tags, child_params, log_system, root)
+    try:
+        yield run
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            run._finish()
+        else:
+            run._fail(exc)
+        raise
+    run._finish()

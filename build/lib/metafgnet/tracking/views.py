@@ -1,0 +1,55 @@
+"""A saved view of the experiment's runs table that puts each execution's switch beside its result.
+
+The MLflow UI loads a shared view from an experiment tag ``mlflow.sharedViewState.<key>`` (the
+runs page's "Share" button writes the same) when the page is opened with
+``?viewStateShareKey=<key>``. The view this package writes, ``compare``, shows only the
+executions' parent runs (``metafgnet.role = pipeline``), newest first, with the columns a
+comparison reads: the compared params (``meta.order``, ``seed``), every arm's test top-1 and the
+meta-training cost.
+"""
+
+from __future__ import annotations
+
+import json
+
+from metafgnet.evaluation.arms import ARMS
+
+COMPARE_VIEW = "compare"
+TAG_PREFIX = "mlflow.sharedViewState."
+PARAMS = ("meta.order", "seed")
+# Few enough to be drawn at once (the table draws only the columns in view; metrics come first,
+# alphabetically, then params); any other column is one click away under "Columns".
+METRICS = (*(f"test_top1/{arm}" for arm in ARMS), "cost/meta_train/seconds_per_iter",
+           "cost/meta_train/peak_memory_mib")
+
+
+def compare_view_state() -> str:
+    """The view's state, as the UI stores it (JSON; keys of the runs page's search and UI
+    state, columns as ``params.`<key>``` / ``metrics.`<key>```)."""
+    return json.dumps({
+        "searchFilter": "tags.`metafgnet.role` = 'pipeline'",
+        "orderByKey": "attributes.start_time", "orderByAsc": False,
+        "selectedColumns": [*(f"params.`{p}`" for p in PARAMS),
+                            *(f"metrics.`{m}`" for m in METRICS)],
+    })
+
+
+def view_tags() -> dict[str, str]:
+    """Experiment tags that install the view."""
+    return {TAG_PREFIX + COMPARE_VIEW: compare_view_state()}
+
+
+# The UI has two modes, GenAI (its default: an experiment opens on a traces overview) and model
+# training (it opens on the runs table); the ``workflowType`` query parameter picks one.
+TRAINING_MODE = "workflowType=machine_learning"
+
+
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """The experiment's runs table in the UI at ``ui`` (e.g. ``http://127.0.0.1:5000``)."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?{TRAINING_MODE}"
+
+
+def compare_view_url(ui: str, experiment_id: str) -> str:
+    """Where the comparison view opens in the UI at ``ui``."""
+    return (f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{TRAINING_MODE}"
+            f"&viewStateShareKey={COMPARE_VIEW}")

@@ -1,0 +1,333 @@
+"""Resumable training: periodic and on-SIGTERM checkpoints, atomic and verified.
+
+One mechanism for every loop (meta-training, pretraining, fine-tuning, joint). A loop makes a
+:class:`Checkpointer` for its ``checkpoint_dir`` and a *fingerprint* of what it was asked to do,
+calls :meth:`Checkpointer.restore` once before its first step, and at each step boundary
+:meth:`Checkpointer.save` when ``checkpoint_every`` steps are done or a stop was requested
+(SIGTERM, :mod:`metafgnet.training.preemption`).
+
+Files: ``ckpt-<step>.pt`` (``torch.save`` payload) and a sidecar ``ckpt-<step>.json`` with the
+payload's SHA-256 and size, the step and the fingerprint digest. Both are written to a temporary
+file, ``fsync``-ed and renamed into place, payload first, then the directory is ``fsync``-ed;
+a checkpoint counts only once its sidecar exists and matches. The last :data:`KEEP` are kept.
+On restore, a truncated or corrupt latest checkpoint (missing sidecar, wrong size or checksum,
+unreadable payload) is skipped with a warning naming the file and the previous one is used.
+
+Exactness: the payload holds model and optimizer state (momentum buffers), the schedule, the
+step counter, the curves and the partial logging window, and every RNG state (Python, NumPy,
+torch CPU, CUDA). The data order needs no state: it is a pure function of the seed and the
+batch counter (:mod:`metafgnet.training.batches`), so the streams restart at the stored step.
+On CPU at a pinned thread count a resumed run ends bit-identical to an uninterrupted one.
+
+A checkpoint of another run (other params, seed, iteration count, dataset size, model shapes,
+world size, inputs) is never resumed and never blocks: it is moved aside, beside the directory
+(``<dir>.set-aside-<digest>/``), a :class:`CheckpointWarning` names the differing keys and where
+it went, and training starts fresh. Settings that cannot change results (checkpoint cadence,
+loader workers) are not in the fingerprint (``metafgnet.params.RESULT_NEUTRAL``).
+
+In a process group only rank 0 writes; every rank reads the same files on restore, so the
+directory must be on a file system all nodes see (any single-node run qualifies).
+
+Where: OUTSIDE a DVC stage's outputs (DVC deletes outs before it runs a stage), e.g.
+``checkpoints/<stage>/`` (git-ignored); a stage removes it once its outputs are written
+(:func:`remove_checkpoints`), so a later run with other params starts fresh instead of being
+refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metafgnet.distributed.context import SINGLE, DistContext
+from metafgnet.io import default_mode
+from metafgnet.training.preemption import StopRequest, TrainingInterrupted, stop_requests
+
+__all__ = [
+    "CheckpointWarning",
+    "Checkpointer",
+    "StopRequest",
+    "TrainingInterrupted",
+    "checkpoint_steps",
+    "fingerprint",
+    "model_signature",
+    "paths_for",
+    "read_verified",
+    "remove_checkpoints",
+    "restore_training_state",
+    "rng_state",
+    "set_rng_state",
+    "stop_requests",
+    "training_state",
+    "write_atomic",
+]
+
+log = logging.getLogger("metafgnet")
+
+KEEP = 2
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt-(\d+)\.(pt|json)$")
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint file was unusable and an older one is used instead."""
+
+
+# ------------------------------------------------------------------------------ fingerprint
+def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-canonical copy of ``config`` (what a checkpoint must have been made under)."""
+    return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+
+def fingerprint_digest(fp: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+
+
+def model_signature(model: torch.nn.Module) -> str:
+    """Digest of the names, shapes and dtypes of every state tensor of ``model``."""
+    spec = [(k, list(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+
+
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: checkpoint {a!r}, now {b!r}")
+    return out
+
+
+# ------------------------------------------------------------------------------ RNG state
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state: Python ``random``, NumPy, torch CPU and each CUDA device."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.random.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.random.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------ files
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a directory be opened
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``: temporary file beside it, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        default_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def checkpoint_steps(directory: Path) -> list[int]:
+    """Steps that have a payload or a sidecar in ``directory``, newest first."""
+    if not directory.is_dir():
+        return []
+    steps = {int(m.group(1)) for p in directory.iterdir() if (m := _NAME.match(p.name))}
+    return sorted(steps, reverse=True)
+
+
+def paths_for(directory: Path, step: int) -> tuple[Path, Path]:
+    return directory / f"ckpt-{step:09d}.pt", directory / f"ckpt-{step:09d}.json"
+
+
+def read_verified(directory: Path, step: int) -> dict:
+    """The payload of checkpoint ``step``; raises ``ValueError`` saying what is wrong."""
+    payload_path, sidecar_path = paths_for(directory, step)
+    if not sidecar_path.is_file():
+        raise ValueError(f"{payload_path}: no sidecar {sidecar_path.name} (write interrupted)")
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{sidecar_path}: unreadable sidecar ({exc})") from None
+    if not payload_path.is_file():
+        raise ValueError(f"{payload_path}: missing")
+    data = payload_path.read_bytes()
+    if len(data) != sidecar.get("bytes"):
+        raise ValueError(f"{payload_path}: {len(data)} bytes, sidecar says {sidecar.get('bytes')}"
+                         " (truncated)")
+    if hashlib.sha256(data).hexdigest() != sidecar.get("sha256"):
+        raise ValueError(f"{payload_path}: SHA-256 does not match its sidecar (corrupt)")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable
+        raise ValueError(f"{payload_path}: unreadable payload ({exc})") from None
+
+
+def remove_checkpoints(directory: str | Path) -> None:
+    """Delete every checkpoint of ``directory`` (a stage calls this once its outputs exist)."""
+    directory = Path(directory)
+    for step in checkpoint_steps(directory):
+        for p in paths_for(directory, step):
+            p.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
+# ------------------------------------------------------------------------------ checkpointer
+class Checkpointer:
+    """Writes and restores one loop's checkpoints in ``directory`` (``None``: all no-ops)."""
+
+    def __init__(self, directory: str | Path | None, *, every: int, config: dict[str, Any],
+                 dist: DistContext = SINGLE, keep: int = KEEP) -> None:
+        if every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {every}")
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = None if directory is None else Path(directory)
+        self.every, self.dist, self.keep = every, dist, keep
+        self.fingerprint = fingerprint(config)
+        self.digest = fingerprint_digest(self.fingerprint)
+        self._revision: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None
+
+    def due(self, steps_done: int) -> bool:
+        """True when a periodic checkpoint falls after ``steps_done`` steps."""
+        return self.enabled and self.every > 0 and steps_done % self.every == 0
+
+    def restore(self) -> dict | None:
+        """The newest good checkpoint's payload, or None (no directory / nothing saved yet).
+
+        Corrupt or partial checkpoints are skipped with a :class:`CheckpointWarning`; a good
+        one made under another fingerprint is moved aside (:meth:`_set_aside`), also with a
+        warning, and None is returned: training starts fresh.
+        """
+        if self.directory is None:
+            return None
+        payload = None
+        for step in checkpoint_steps(self.directory):
+            try:
+                payload = read_verified(self.directory, step)
+                break
+            except ValueError as exc:
+                if self.dist.is_main:
+                    warnings.warn(f"skipping unusable checkpoint: {exc}", CheckpointWarning,
+                                  stacklevel=2)
+        step = -1 if payload is None else int(payload["step"])
+        self.dist.all_agree(step)  # every rank must resume from the same place
+        if payload is None:
+            return None
+        if payload.get("fingerprint_digest") != self.digest:
+            diffs = _differences(payload.get("fingerprint", {}), self.fingerprint)
+            aside = self._set_aside(str(payload.get("fingerprint_digest", "unknown")))
+            if self.dist.is_main:
+                warnings.warn(
+                    f"{self.directory} held a checkpoint (step {step}) of a different run ("
+                    + "; ".join(diffs or ["fingerprint digests differ"])
+                    + f"); moved to {aside}, training starts fresh", CheckpointWarning,
+                    stacklevel=2)
+            return None
+        if self.dist.is_main:
+            log.info("resuming from %s (step %d)", paths_for(self.directory, step)[0], step)
+        return payload
+
+    def _set_aside(self, digest: str) -> Path:
+        """Move every checkpoint of the directory to a sibling ``<dir>.set-aside-<digest>``
+        (rank 0; a numbered suffix if that exists); returns where they went."""
+        base = self.directory.with_name(f"{self.directory.name}.set-aside-{digest[:12]}")
+        aside, n = base, 1
+        while aside.exists():
+            n += 1
+            aside = base.with_name(f"{base.name}-{n}")
+        if self.dist.is_main:
+            aside.mkdir(parents=True)
+            for step in checkpoint_steps(self.directory):
+                for path in paths_for(self.directory, step):
+                    if path.exists():
+                        os.replace(path, aside / path.name)
+        self.dist.barrier()
+        return aside
+
+    def save(self, steps_done: int, state: dict[str, Any]) -> Path | None:
+        """Write ``state`` as the checkpoint after ``steps_done`` steps (rank 0); keep the last
+        ``keep``. Every rank returns the payload path (None without a directory)."""
+        if self.directory is None:
+            return None
+        payload_path, sidecar_path = paths_for(self.directory, steps_done)
+        if self.dist.is_main:
+            if self._revision is None:
+                from metafgnet.provenance import git_revision
+
+                self._revision = git_revision()
+            payload = {**state, "step": steps_done, "fingerprint": self.fingerprint,
+                       "fingerprint_digest": self.digest, "format_version": FORMAT_VERSION,
+                       "world_size": self.dist.world_size, "git_revision": self._revision}
+            buffer = io.BytesIO()
+            torch.save(payload, buffer)
+            data = buffer.getvalue()
+            write_atomic(payload_path, data)
+            sidecar = {"step": steps_done, "bytes": len(data),
+                       "sha256": hashlib.sha256(data).hexdigest(),
+                       "fingerprint_digest": self.digest}
+            write_atomic(sidecar_path, (json.dumps(sidecar, indent=1) + "\n").encode())
+            self._prune()
+        self.dist.barrier()
+        return payload_path
+
+    def _prune(self) -> None:
+        for step in checkpoint_steps(self.directory)[self.keep:]:
+            for p in paths_for(self.directory, step):
+                p.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------ loop state
+def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, curves: list,
+                   window, schedule, **extra: Any) -> dict[str, Any]:
+    """What every loop saves: model, optimizer (momentum buffers), schedule, curves, the
+    partial logging window, all RNG states, plus loop-specific ``extra`` entries."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "curves": list(curves),
+            "window": window.state_dict(), "rng": rng_state(), **extra}
+
+
+def restore_training_state(state: dict[str, Any], model: torch.nn.Module,
+                           optimizer: torch.optim.Optimizer, window) -> list:
+    """Load a :func:`training_state` payload in place; return the curves so far. The RNG
+    states are restored last, so nothing done here draws from them afterwards."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    window.load_state_dict(state["window"])
+    set_rng_state(state["rng"])
+    return list(state["curves"])

@@ -1,0 +1,83 @@
+"""Pre-emption: SIGTERM turns into "checkpoint at the next step boundary, then stop".
+
+Schedulers (SLURM, Kubernetes, torchrun's agent when it is itself terminated) send SIGTERM and,
+after a grace period, SIGKILL. While a loop with a checkpoint directory runs, SIGTERM only sets
+a flag (:class:`StopRequest`); the loop finishes the step it is in, writes a checkpoint
+(:mod:`metafgnet.training.checkpointing`) and raises :class:`TrainingInterrupted`, whose
+``exit_code`` (143) the stage should exit with. In a process group the flag travels with the
+step's all-reduce (:func:`metafgnet.distributed.sync_step`), so a signal to any rank stops
+every rank after the same step. The grace period must cover one step plus one checkpoint write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on a signal after writing a checkpoint; rerun the same command.
+
+    ``exit_code`` is 128 + the signal number (143 for SIGTERM), what a stage should exit with.
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None, signum: int) -> None:
+        self.step, self.checkpoint, self.signum = step, checkpoint, signum
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        where = (f"checkpoint written to {checkpoint}; rerun the same command to resume"
+                 if checkpoint is not None else
+                 "no checkpoint_dir was given, so progress is lost")
+        super().__init__(f"training stopped by {name} after {step} steps: {where}")
+
+
+class StopRequest:
+    """While entered, SIGTERM sets :attr:`signum` instead of killing the process.
+
+    The loop checks :attr:`requested` at each step boundary, writes a checkpoint and raises
+    :class:`TrainingInterrupted`. Handlers can only be installed from the main thread;
+    elsewhere this is inert (the default signal behaviour stays).
+    """
+
+    SIGNALS = (signal.SIGTERM,)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        os.write(2, f"metafgnet: received {signal.Signals(signum).name}; checkpointing at the "
+                    "end of this step, then exiting\n".encode())
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+
+@contextlib.contextmanager
+def stop_requests(enabled: bool) -> Iterator[StopRequest]:
+    """A :class:`StopRequest` that is installed only when ``enabled`` (a checkpoint dir exists):
+    without somewhere to save, SIGTERM keeps its default, immediate effect."""
+    request = StopRequest()
+    if not enabled:
+        yield request
+        return
+    with request:
+        yield request

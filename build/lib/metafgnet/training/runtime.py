@@ -1,0 +1,127 @@
+"""Device, precision and determinism, decided once at start-up and passed down.
+
+Library code never picks a device on its own: stages call :func:`setup_runtime` once, get a
+``torch.device`` and an autocast factory from :func:`make_autocast`, and hand both to the
+training loops. Determinism facts are from docs/platform.md: CPU results are bit-identical across
+processes only at the same thread count, so the thread count is pinned here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+import warnings
+import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from metafgnet.params import RuntimeParams
+
+if TYPE_CHECKING:
+    from metafgnet.distributed import DistContext
+
+AutocastFactory = Callable[[], AbstractContextManager]
+
+
+def resolve_device(runtime: RuntimeParams) -> torch.device:
+    """``cpu``, ``cuda`` (fails when no GPU is visible) or ``auto`` (cuda when available)."""
+    if runtime.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available; "
+                           "set runtime.device: cpu (or auto)")
+    if runtime.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(runtime.device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(seed: int, name: str) -> int:
+    """A stable sub-seed for one random stream (``"target"``, ``"aux"``, ...) of a run.
+
+    Independent of ``PYTHONHASHSEED`` (uses CRC32), so streams repeat across processes.
+    """
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63
+
+
+def threads_per_process(runtime: RuntimeParams, device: torch.device,
+                        dist: DistContext | None = None) -> int:
+    """Threads this process pins: ``runtime.num_threads`` (0: torch's default), shared out
+    among the ranks of this node when they compute on CPU (``num_threads // ranks``, at least
+    1), so ``runtime.nproc`` ranks do not each claim every core. Warns when the ranks' threads
+    still outnumber the cores this process may use."""
+    threads = runtime.num_threads
+    ranks = dist.local_world_size if dist is not None and dist.enabled else 1
+    if threads <= 0 or device.type != "cpu" or ranks <= 1:
+        return threads
+    share = max(1, threads // ranks)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores and share * ranks > cores:
+        warnings.warn(f"{ranks} ranks x {share} thread(s) on {cores} core(s): the ranks "
+                      "oversubscribe the CPU; lower runtime.nproc", RuntimeWarning, stacklevel=2)
+    return share
+
+
+def setup_runtime(
+    runtime: RuntimeParams, seed: int, dist: DistContext | None = None
+) -> torch.device:
+    """Configure torch for this process and return the device to train on.
+
+    ``dist`` (a :class:`metafgnet.distributed.DistContext` of more than one rank): the rank's
+    own device (``cuda:<local_rank>`` under NCCL, cpu under gloo) instead of ``runtime.device``'s
+    default one. Every rank is seeded with the same ``seed`` (the ranks differ only by the
+    data shard they draw, never by their random streams).
+
+    - seeds ``random``, NumPy and torch with ``seed``;
+    - pins the thread count (:func:`threads_per_process`) when ``runtime.num_threads`` > 0
+      (needed for bit-identical CPU results, docs/platform.md);
+    - ``runtime.deterministic``: ``torch.use_deterministic_algorithms(True)``, cuDNN
+      deterministic, cuDNN benchmark off, and ``CUBLAS_WORKSPACE_CONFIG`` set for cuBLAS. On
+      CUDA the check is ``warn_only`` because ResNet's adaptive average pooling has no
+      deterministic CUDA backward (a strict check would refuse to train); on CPU it is strict;
+    - ``cudnn.benchmark`` only when ``runtime.cudnn_benchmark`` and not deterministic.
+    """
+    device = resolve_device(runtime)
+    if dist is not None and dist.enabled and dist.device is not None:
+        device = dist.device
+    if (threads := threads_per_process(runtime, device, dist)) > 0:
+        torch.set_num_threads(threads)
+    if runtime.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    else:
+        torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = runtime.deterministic
+    torch.backends.cudnn.benchmark = runtime.cudnn_benchmark and not runtime.deterministic
+    seed_everything(seed)
+    return device
+
+
+def make_autocast(runtime: RuntimeParams, device: torch.device) -> AutocastFactory:
+    """A zero-argument factory of the forward-pass precision context.
+
+    bf16 autocast on CUDA when ``runtime.amp`` (no loss scaling needed for bf16), otherwise
+    a null context: CPU runs are always float32.
+    """
+    if runtime.amp and device.type == "cuda":
+        return functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def prepare_model(model: nn.Module, runtime: RuntimeParams, device: torch.device) -> nn.Module:
+    """Move ``model`` to ``device`` (channels-last memory format when ``runtime.channels_last``)."""
+    model = model.to(device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model

@@ -1,0 +1,111 @@
+"""``metafgnet tune``: run or resume the study; ``metafgnet tune apply``: use its result.
+
+Examples::
+
+    metafgnet tune --n-trials 8                 # resume-or-create the study of params.yaml
+    metafgnet tune --workers 2                  # two worker processes on this machine
+    metafgnet tune --storage postgresql://u:pw@db/optuna --worker-id gpu-3   # one of many
+    metafgnet tune apply                        # merge the newest best_params.yaml
+
+The command writes to ``results/tune-cli/``, never into ``results/tune/`` (the DVC stage
+``tune``'s output, which ``dvc repro`` replaces). ``tune apply`` takes the newer of the two
+``best_params.yaml``, or ``--best``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from metafgnet.params import load_params
+
+CLI_OUT = Path("results/tune-cli")
+STAGE_OUT = Path("results/tune")  # the `tune` stage's DVC output: the command never writes it
+
+
+def newest_best(candidates: tuple[Path, ...] = (CLI_OUT, STAGE_OUT)) -> Path:
+    """The most recently written ``best_params.yaml`` of the command's and the stage's."""
+    found = [d / "best_params.yaml" for d in candidates if (d / "best_params.yaml").is_file()]
+    if not found:
+        raise FileNotFoundError("no best_params.yaml in " + " or ".join(map(str, candidates))
+                                + ": run `metafgnet tune` (or `dvc repro tune`) first")
+    return max(found, key=lambda p: p.stat().st_mtime_ns)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from metafgnet.tuning.run import report_only, run_tune, with_overrides
+    from metafgnet.tuning.study import StudyMismatch
+
+    if Path(args.out).resolve() == STAGE_OUT.resolve():
+        print(f"error: --out {args.out} is the DVC stage `tune`'s output (dvc repro replaces "
+              f"it); choose another folder (default {CLI_OUT})", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    params = with_overrides(load_params(args.params), n_trials=args.n_trials,
+                            workers=args.workers, storage=args.storage,
+                            study_name=args.study_name, timeout=args.timeout)
+    try:
+        if args.report_only:
+            summary = report_only(params, Path(args.out))
+        else:
+            summary = run_tune(params, out=Path(args.out),
+                               data_dir=Path(args.data) if args.data else None,
+                               init=Path(args.init), worker_id=args.worker_id,
+                               fail_running_first=args.fail_running)
+    except (StudyMismatch, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    best = summary["best"]
+    print(f"best trial {best['number']}: validation top-1 {best['value']:.4f} "
+          f"({', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in best['params'].items())})")
+    print(f"wrote {args.out}/best_params.yaml; apply it with `metafgnet tune apply`")
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from metafgnet.tuning.apply import apply_best
+
+    try:
+        best = Path(args.best) if args.best else newest_best()
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"applying {best}")
+    changed = apply_best(best, args.params_file)
+    for key, (old, new) in changed.items():
+        print(f"{key}: {old} -> {new}")
+    print(f"{args.params_file}: {len(changed)} value(s) changed"
+          + ("; `dvc params diff` shows them, `dvc repro` retrains" if changed else ""))
+    return 0
+
+
+def register(sub) -> None:
+    """Add ``tune`` (and ``tune apply``) to the ``metafgnet`` command's subparsers."""
+    p = sub.add_parser("tune", help="hyper-parameter search with Optuna (resumable, parallel)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--workers", type=int, help="worker processes (default tune.workers)")
+    p.add_argument("--n-trials", type=int, help="COMPLETE + PRUNED trials in the study, in all")
+    p.add_argument("--storage", help="database URL or journal:<path> (default tune.storage)")
+    p.add_argument("--study-name", help="default tune.study_name")
+    p.add_argument("--timeout", type=int, help="seconds before no new trial starts")
+    p.add_argument("--worker-id", help="distinct id per separately started process (seeds the "
+                   "sampler; default: its index)")
+    p.add_argument("--out", default=str(CLI_OUT))
+    p.add_argument("--data", help="prepared manifests (default: where the stages read them)")
+    p.add_argument("--init", default="models/pretrain/model.pt")
+    p.add_argument("--fail-running", action="store_true",
+                   help="first mark RUNNING trials FAIL (journal storage after a killed worker; "
+                        "only when no worker is running)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the outputs from the stored study, run no trial")
+    p.set_defaults(func=_tune)
+    actions = p.add_subparsers(dest="tune_action", metavar="{apply}")
+    apply = actions.add_parser("apply", help="merge best_params.yaml into params.yaml")
+    apply.add_argument("--best", help=f"default: the newer of {CLI_OUT}/best_params.yaml and "
+                                      f"{STAGE_OUT}/best_params.yaml")
+    apply.add_argument("--params", dest="params_file", default="params.yaml")
+    apply.set_defaults(func=_apply)
+
