@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup run test test-fast lint ui bench clean-venv
+.PHONY: setup run test test-fast lint ui dashboard bench clean-venv
 
 # The venv is rebuilt when missing or stale: broken interpreter, or pyproject.toml newer than
 # the last install.
@@ -41,6 +41,10 @@ ui: setup
 	@echo "(experiment 1 is metafgnet in a fresh mlflow.db; otherwise pick it under Experiments)"
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"
+
+# the Optuna study, live, at http://127.0.0.1:8080 (storage: tune.storage of params.yaml)
+dashboard: setup
+	$(BIN)/metafgnet tune dashboard
 
 bench: setup
 	$(BIN)/python bench/meta_step.py --json results/bench/meta_step.json

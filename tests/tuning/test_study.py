@@ -58,7 +58,8 @@ def test_study_prunes_writes_outputs_logs_nested_runs_and_resumes(tiny, mlflow_u
     saved = json.loads((out / "summary.json").read_text())
     assert saved["states"] == {s: states.count(s) for s in set(states)}
     assert "| trial | state | value |" in (out / "summary.md").read_text()
-    assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
+    for plot in ("history.png", "intermediate.png", "parallel.png", "slice.png"):
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG", plot
     n_complete = states.count("COMPLETE")
     assert (out / "importance.png").exists() == (n_complete >= 2)
 

@@ -6,6 +6,7 @@ Examples::
     metafgnet tune --workers 2                  # two worker processes on this machine
     metafgnet tune --storage postgresql://u:pw@db/optuna --worker-id gpu-3   # one of many
     metafgnet tune apply                        # merge the newest best_params.yaml
+    metafgnet tune dashboard                    # optuna-dashboard on the study storage
 
 The command writes to ``results/tune-cli/``, never into ``results/tune/`` (the DVC stage
 ``tune``'s output, which ``dvc repro`` replaces). ``tune apply`` takes the newer of the two
@@ -81,6 +82,22 @@ def _apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    """Serve the study storage with ``optuna-dashboard`` (replaces this process)."""
+    import os
+    import shutil
+
+    from metafgnet.tuning.storage import JOURNAL_PREFIX, resolve_url
+
+    url = resolve_url(args.storage if args.storage is not None
+                      else load_params(args.params_file).tune.storage)
+    target = url.removeprefix(JOURNAL_PREFIX)  # the dashboard reads a journal file by its path
+    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
+    print(f"optuna-dashboard on http://{args.host}:{args.port} for {target}", flush=True)
+    os.execv(exe, [exe, target, "--host", args.host, "--port", str(args.port)])
+    return 0  # not reached
+
+
 def register(sub) -> None:
     """Add ``tune`` (and ``tune apply``) to the ``metafgnet`` command's subparsers."""
     p = sub.add_parser("tune", help="hyper-parameter search with Optuna (resumable, parallel)",
@@ -102,10 +119,16 @@ def register(sub) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the outputs from the stored study, run no trial")
     p.set_defaults(func=_tune)
-    actions = p.add_subparsers(dest="tune_action", metavar="{apply}")
+    actions = p.add_subparsers(dest="tune_action", metavar="{apply,dashboard}")
     apply = actions.add_parser("apply", help="merge best_params.yaml into params.yaml")
     apply.add_argument("--best", help=f"default: the newer of {CLI_OUT}/best_params.yaml and "
                                       f"{STAGE_OUT}/best_params.yaml")
     apply.add_argument("--params", dest="params_file", default="params.yaml")
     apply.set_defaults(func=_apply)
+    dash = actions.add_parser("dashboard", help="serve the study with optuna-dashboard")
+    dash.add_argument("--params", dest="params_file", default="params.yaml")
+    dash.add_argument("--storage", help="default: tune.storage of the params file")
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8080)
+    dash.set_defaults(func=_dashboard)
 

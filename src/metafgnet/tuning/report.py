@@ -4,9 +4,13 @@ files of an earlier run that this one does not write removed):
 * ``best_params.yaml``: the best trial's values in the params layout
   (``meta: {inner_lr: ...}``), ready for ``metafgnet tune apply`` or as a DVC params file;
 * ``summary.json`` / ``summary.md``: budget, trial counts per state, the best trial, every trial;
-* ``history.png``: optimisation history; ``importance.png``: parameter importances (needs two
-  or more completed trials; otherwise the summary says why it is missing). Both are rendered
-  offline with ``optuna.visualization.matplotlib`` (Agg backend).
+* ``history.png``: optimisation history; ``intermediate.png``: every trial's validation
+  accuracy per fine-tuning epoch (what the pruner saw); ``parallel.png``: parallel coordinates
+  and ``slice.png``: value against each parameter (one completed trial or more);
+  ``importance.png``: parameter importances (two or more). A plot that cannot be drawn is named
+  in the summary with the reason. All are rendered offline with
+  ``optuna.visualization.matplotlib`` (Agg backend). ``optuna-dashboard`` serves the same study
+  live (``make dashboard``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from metafgnet.tuning.space import current_values, describe, nest
 log = logging.getLogger("metafgnet.tuning")
 
 BEST = "best_params.yaml"
-OWNED = (BEST, "summary.json", "summary.md", "history.png", "importance.png")
+PLOTS = ("history.png", "intermediate.png", "parallel.png", "slice.png", "importance.png")
+OWNED = (BEST, "summary.json", "summary.md", *PLOTS)
 
 
 def _remove_stale(out: Path, written: set[str]) -> None:
@@ -90,8 +95,8 @@ def markdown(summary: dict) -> str:
 
 
 def _plots(study, out: Path) -> tuple[list[str], set[str]]:
-    """Render history.png and importance.png (atomic writes); return notes for plots that could
-    not be made and the names written."""
+    """Render :data:`PLOTS` (atomic writes); return notes for plots that could not be made and
+    the names written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,17 +110,23 @@ def _plots(study, out: Path) -> tuple[list[str], set[str]]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)  # e.g. "importances will be equal"
         for name, plot, needs in (("history.png", ovm.plot_optimization_history, 1),
+                                  ("intermediate.png", ovm.plot_intermediate_values, 1),
+                                  ("parallel.png", ovm.plot_parallel_coordinate, 1),
+                                  ("slice.png", ovm.plot_slice, 1),
                                   ("importance.png", ovm.plot_param_importances, 2)):
             if len(complete) < needs:
                 notes.append(f"{name} not drawn: needs >= {needs} completed trials, "
                              f"the study has {len(complete)}")
                 continue
             try:
-                ax = plot(study)
-                ax.figure.set_size_inches(8, 5)
-                ax.figure.tight_layout()
+                axes = plot(study)  # one Axes, or an array of them (slice: one per param)
+                fig = getattr(axes, "figure", None) or axes.flat[0].figure
+                panels = getattr(axes, "size", 1)
+                fig.set_size_inches(max(8.0, 3.5 * panels + 2), 5)
+                if panels == 1:
+                    fig.tight_layout()
                 with atomic_path(out / name) as tmp:
-                    ax.figure.savefig(tmp, dpi=100, format="png")
+                    fig.savefig(tmp, dpi=100, format="png")
                 written.add(name)
             except Exception as exc:  # e.g. importances of a constant history
                 notes.append(f"{name} not drawn: {type(exc).__name__}: {exc}")
