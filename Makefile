@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
+	$(BIN)/metafgnet check
 	$(BIN)/dvc repro
 
 test: setup lint

@@ -18,6 +18,19 @@ def _params_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from metafgnet.preflight import problems
+
+    found = problems(args.params)
+    if not found:
+        print(f"{args.params}: ready to run (params, device, data, weights, disk)")
+        return 0
+    print(f"{len(found)} problem(s) before any stage runs:", file=sys.stderr)
+    for problem in found:
+        print(f"  - {problem}", file=sys.stderr)
+    return 2
+
+
 def _params_show(args: argparse.Namespace) -> int:
     import yaml
 
@@ -65,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("file", nargs="?", default="params.yaml")
     show.set_defaults(func=_params_show)
 
+    check_all = sub.add_parser("check", help="every problem a run would meet (params, device, "
+                                             "data, weights, disk), before it starts")
+    check_all.add_argument("--params", default="params.yaml")
+    check_all.set_defaults(func=_check)
     preset = sub.add_parser("preset", help="the paper's settings").add_subparsers(
         dest="action", required=True)
     preset.add_parser("list", help="list presets").set_defaults(func=_preset_list)

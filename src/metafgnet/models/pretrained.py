@@ -49,6 +49,11 @@ def _can_reach(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
         return False
 
 
+def reachable_weights(arch: str) -> bool:
+    """True when ``arch``'s weights could be downloaded now (their host answers)."""
+    return _can_reach(_weights(arch).url)
+
+
 def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     """The ``weights=DEFAULT`` ImageNet state dict of torchvision's ``arch`` (with ``fc``)."""
     weights = _weights(arch)

@@ -1,0 +1,89 @@
+"""Every problem a run would meet, found before the first stage: ``metafgnet check``.
+
+A pipeline meets its problems one stage at a time (missing data in ``prepare``, no GPU in
+``pretrain``, ImageNet weights offline at model construction, a full disk at the first
+checkpoint). This module looks for all of them at once, cheaply, and returns one message per
+problem, each naming the key or file and the fix:
+
+- params: every invalid key (:func:`metafgnet.params.load_params`); the other checks need
+  valid params, so they run only when these are;
+- device: ``runtime.device: cuda`` (or ``nproc`` GPUs) without that many CUDA devices;
+- data: the target and auxiliary sets read by the same readers ``prepare`` uses (names every
+  missing or malformed metadata file); the synthetic benchmark is generated, so its roots may
+  be missing;
+- weights: ``model.pretrained: imagenet`` without the weights in the torch hub cache and with
+  their host unreachable;
+- disk: less than :data:`MIN_FREE_BYTES` free where outputs and checkpoints are written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from metafgnet.data.errors import DataError
+from metafgnet.params import Params, ParamsError, load_params
+
+MIN_FREE_BYTES = 2 * 2**30
+
+
+def problems(params_file: str | Path = "params.yaml", root: str | Path = ".") -> list[str]:
+    """Every problem found (empty: ready to run)."""
+    try:
+        params = load_params(params_file)
+    except ParamsError as exc:
+        return [line.strip() for line in str(exc).splitlines()[1:]] or [str(exc)]
+    return [*_device(params), *_data(params), *_weights(params), *_disk(Path(root))]
+
+
+def _device(params: Params) -> list[str]:
+    import torch
+
+    rt = params.runtime
+    if rt.device != "cuda":
+        return []
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found == 0:
+        return ["runtime.device is cuda but no CUDA device is visible; set runtime.device: cpu "
+                "(or auto)"]
+    if rt.nproc > found:
+        return [f"runtime.nproc is {rt.nproc} but only {found} CUDA device(s) are visible; "
+                f"set runtime.nproc to at most {found}"]
+    return []
+
+
+def _data(params: Params) -> list[str]:
+    from metafgnet.data.readers import read_auxiliary, read_target
+
+    out = []
+    d = params.data
+    for kind, read, name, root in (("target", read_target, d.target, d.target_root),
+                                   ("auxiliary", read_auxiliary, d.auxiliary, d.auxiliary_root)):
+        if name == "synthetic" and not Path(root).exists():
+            continue  # `prepare` generates it
+        try:
+            read(d)
+        except DataError as exc:
+            out.append(f"data ({kind}): {exc}")
+    return out
+
+
+def _weights(params: Params) -> list[str]:
+    if params.model.pretrained != "imagenet" or params.model.backbone == "small_resnet":
+        return []
+    from metafgnet.models.pretrained import cache_path, reachable_weights
+
+    arch = params.model.backbone
+    if cache_path(arch).is_file() or reachable_weights(arch):
+        return []
+    return [f"model.pretrained is imagenet but the {arch} weights are not in the torch hub "
+            f"cache ({cache_path(arch)}) and cannot be downloaded (offline); copy them there, "
+            "or set model.pretrained: none"]
+
+
+def _disk(root: Path) -> list[str]:
+    free = shutil.disk_usage(root).free
+    if free < MIN_FREE_BYTES:
+        return [f"only {free / 2**30:.1f} GiB free under {root.resolve()}; outputs, the DVC "
+                f"cache and checkpoints need more (at least {MIN_FREE_BYTES / 2**30:.0f} GiB)"]
+    return []

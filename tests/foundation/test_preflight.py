@@ -1,0 +1,71 @@
+"""`metafgnet check`: every problem a run would meet, listed at once, before any stage runs."""
+
+from __future__ import annotations
+
+import torch
+import yaml
+
+from metafgnet import preflight
+from metafgnet.cli import main
+
+
+def _params(tmp_path, raw: dict):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_committed_params_are_ready_to_run(capsys):
+    assert main(["check"]) == 0
+    assert "ready to run" in capsys.readouterr().out
+
+
+def test_all_problems_are_listed_together(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("METAFGNET_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))   # an empty weights cache
+    path = _params(tmp_path, {
+        "data": {"target": "cub", "target_root": str(tmp_path / "CUB"),
+                 "auxiliary": "folder", "auxiliary_root": str(tmp_path / "aux")},
+        "model": {"backbone": "resnet18", "pretrained": "imagenet"},
+        "runtime": {"device": "cuda"}})
+    found = preflight.problems(path, root=tmp_path)
+    joined = "\n".join(found)
+    assert "data (target)" in joined and str(tmp_path / "CUB") in joined
+    assert "data (auxiliary)" in joined and str(tmp_path / "aux") in joined
+    assert "resnet18 weights are not in the torch hub cache" in joined
+    if not torch.cuda.is_available():
+        assert "runtime.device is cuda but no CUDA device is visible" in joined
+    assert main(["check", "--params", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{len(found)} problem(s)" in err and err.count("\n  - ") == len(found)
+
+
+def test_weights_in_the_cache_are_enough_offline(tmp_path, monkeypatch):
+    from metafgnet.models.pretrained import cache_path
+
+    monkeypatch.setenv("METAFGNET_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = cache_path("resnet18")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")
+    path = _params(tmp_path, {"model": {"backbone": "resnet18", "pretrained": "imagenet"}})
+    assert not [p for p in preflight.problems(path, root=tmp_path) if "weights" in p]
+
+
+def test_invalid_params_are_reported_key_by_key(tmp_path):
+    path = _params(tmp_path, {"meta": {"order": "third", "inner_lr": -1}})
+    found = preflight.problems(path)
+    assert any(p.startswith("meta.order must be") for p in found)
+    assert any(p.startswith("meta.inner_lr") for p in found)
+
+
+def test_a_nearly_full_disk_is_a_problem(tmp_path, monkeypatch):
+    monkeypatch.setattr(preflight, "MIN_FREE_BYTES", 2**62)
+    path = _params(tmp_path, {})
+    assert any("GiB free" in p for p in preflight.problems(path, root=tmp_path))
+
+
+def test_a_missing_synthetic_root_is_not_a_problem(tmp_path):
+    path = _params(tmp_path, {"data": {"target": "synthetic",
+                                       "target_root": str(tmp_path / "not-yet")}})
+    assert preflight.problems(path, root=tmp_path) == []
