@@ -208,3 +208,17 @@ def test_tracking_database_holds_both_orders_after_repro_and_exp_run(two_executi
     meta = next(r for r in children[full] if r.data.tags.get("stage") == "meta_train")
     assert "meta_loss" in meta.data.metrics and "meta_grad_norm" in meta.data.metrics
     assert client.get_model_version_by_alias("metafgnet-best", "champion").version
+
+
+def test_plots_diff_puts_each_experiments_figures_side_by_side(two_executions):
+    repo, env, _ = two_executions
+    out = run([sys.executable, "-m", "dvc", "plots", "diff", "HEAD", "first-order", "--json"],
+              repo, env)
+    data = json.loads(out.stdout)["data"]
+    for figure in ("results/select/top_bottom.png", "results/select/score_distribution.png",
+                   "results/report/meta_training.png", "results/report/finetuning.png"):
+        shown = {rev for entry in data[figure] for rev in entry["revisions"]
+                 if entry["type"] == "image"}
+        assert shown == {"HEAD", "first-order"}, (figure, data[figure])
+    assert {"HEAD", "first-order"} <= {rev for entry in data["meta-training loss"]
+                                       for rev in entry["revisions"]}
