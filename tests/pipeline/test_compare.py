@@ -5,7 +5,6 @@ without re-running finished points, summarised with the paired arithmetic, logge
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -14,17 +13,11 @@ import pytest
 from metafgnet.compare.grid import parse_grid
 from metafgnet.compare.stats import paired_difference
 from metafgnet.evaluation import ARMS
-from support.repo import run
+from support.repo import copy_repo, run
 
 pytestmark = pytest.mark.slow
 
 COMPARE = [sys.executable, "-m", "metafgnet.cli", "compare", "--jobs", "2"]
-
-
-def _copy(src: Path, dest: Path, env: dict) -> tuple[Path, dict]:
-    skip = src / ".dvc" / "tmp"
-    shutil.copytree(src, dest, ignore=lambda d, names: names if Path(d) == skip else [])
-    return dest, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"}
 
 
 def _shown(repo: Path, env: dict) -> dict[str, dict]:
@@ -35,7 +28,7 @@ def _shown(repo: Path, env: dict) -> dict[str, dict]:
 
 
 def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
-    repo, env = _copy(two_executions[0], tmp_path / "repo", two_executions[1])
+    repo, env = copy_repo(two_executions[0], tmp_path / "repo", two_executions[1])
     try:
         first = run([*COMPARE, "--seeds", "0"], repo, env)
         assert "2 grid points, 0 already done, 2 to run" in first.stdout

@@ -60,3 +60,11 @@ def make_repo(dest: Path, params: dict) -> tuple[Path, dict]:
                 ["git", "add", "-A"], ["git", "commit", "-qm", "tiny pipeline"]):
         run(cmd, dest, env)
     return dest, env
+
+
+def copy_repo(src: Path, dest: Path, env: dict) -> tuple[Path, dict]:
+    """A copy of a test repository (git, DVC cache, tracking database; not DVC's temporary
+    files) with its own tracking URI, so a test can change it without touching ``src``."""
+    skip = src / ".dvc" / "tmp"
+    shutil.copytree(src, dest, ignore=lambda d, names: names if Path(d) == skip else [])
+    return dest, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"}
