@@ -1,1 +1,0 @@
-"""Offline rendering of the pipeline's results: image grids, curve plots, the Markdown report."""

@@ -1,1 +1,0 @@
-"""Stage bodies of the DVC pipeline: one function per stage, called by ``pipeline/<stage>.py``."""
