@@ -1,6 +1,6 @@
 """Model files written by the stages: weights plus the provenance needed to rebuild them.
 
-Every file carries the state dict, the head sizes, the resolved params, the stage, the seed and
+Every file carries the state dict, the head sizes, the resolved params, the stage, ``seed`` and
 the git revision (every checkpoint carries model, step, params, revision and seed).
 Writes are atomic.
 """

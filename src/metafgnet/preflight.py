@@ -71,14 +71,10 @@ def _data(params: Params) -> list[str]:
 def _weights(params: Params) -> list[str]:
     if params.model.pretrained != "imagenet" or params.model.backbone == "small_resnet":
         return []
-    from metafgnet.models.pretrained import cache_path, reachable_weights
+    from metafgnet.models.pretrained import unavailable
 
-    arch = params.model.backbone
-    if cache_path(arch).is_file() or reachable_weights(arch):
-        return []
-    return [f"model.pretrained is imagenet but the {arch} weights are not in the torch hub "
-            f"cache ({cache_path(arch)}) and cannot be downloaded (offline); copy them there, "
-            "or set model.pretrained: none"]
+    problem = unavailable(params.model.backbone)
+    return [f"model.pretrained is imagenet but the {problem}"] if problem else []
 
 
 def _disk(root: Path) -> list[str]:

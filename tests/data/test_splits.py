@@ -1,4 +1,4 @@
-"""The validation split: stratified, deterministic in the seed, never empties a class."""
+"""The validation split: stratified, deterministic in its seed, never empties a class."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTSIDE = re.compile(r"\.\./shared|\bSPEC\.md|\bTOOLCHAIN\.md|\bSTYLE\.md|\bREVIEW\.md|seed Eq")
+OUTSIDE = re.compile(r"\.\./shared|\bSPEC\.md|\bTOOLCHAIN\.md|\bSTYLE\.md|\bREVIEW\.md|seed Eq|\bthe seed\b")
 THIS = Path(__file__).resolve()
 
 

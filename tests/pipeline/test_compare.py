@@ -81,11 +81,12 @@ def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
         parent = client.get_run(run_id)
         assert parent.data.tags["metafgnet.role"] == "pipeline"
         assert parent.data.tags["dvc.exp_name"] in names
-    # the seed-1 points ran stages, so their executions have parent runs to link
+    # the points of seed 1 ran stages, so their executions have parent runs to link
     assert {client.get_run(r).data.tags["dvc.exp_name"] for r in linked} >= {
         "cmp-meta_order-first-seed-1", "cmp-meta_order-second-seed-1"}
     assert "diff/test_top1/metafgnet" in latest.data.metrics
-    # a seed sweep shares the seed-independent stages: checked out from the cache, not re-run
+    # a seed sweep shares the stages that do not depend on `seed`: checked out from the cache,
+    # not re-run
     for run_id in linked:
         reused = client.get_run(run_id).data.tags["stages.reused"].split()
         assert {"prepare", "pretrain"} <= set(reused), reused

@@ -203,10 +203,9 @@ def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.
     names, start, last = {p.name for p in todo}, time.monotonic(), None
     while True:
         all_states, workers = _queue_states(cwd)
-        states = {n: s for n, s in all_states.items() if n in names}
-        finished = set(experiments(cwd)) & names
-        counts = (len(finished), sum(s == "Running" for s in states.values()),
-                  sum(s == "Queued" for s in states.values()))
+        states = [s for n, s in all_states.items() if n in names]
+        # progress from the queue alone: `dvc exp show` is too heavy to poll beside training
+        counts = tuple(states.count(s) for s in ("Success", "Running", "Queued"))
         if counts[2] and not counts[1] and workers == 0:
             # DVC's workers can stop while entries are still queued: start them again
             say(f"compare: no queue worker left with {counts[2]} point(s) queued; restarting")

@@ -3,7 +3,7 @@
 Stratified: each class gives ``round(val_fraction * n_c)`` of its ``n_c`` training images,
 capped so that it keeps at least one for training. Which images go is drawn per class from a
 generator seeded by ``(seed, class)``, after sorting the class's records by path, so the split
-depends only on the seed and the set of files, not on listing order.
+depends only on its seed and the set of files, not on listing order.
 """
 
 from __future__ import annotations

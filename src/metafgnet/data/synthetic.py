@@ -34,7 +34,7 @@ from metafgnet.data.raster import background, downsample, posed_grid, supersampl
 from metafgnet.data.staging import staged_dir
 from metafgnet.params import SyntheticParams
 
-# Independent random streams derived from the seed.
+# Independent random streams derived from ``synthetic.seed``.
 _PLAN, _SPLIT, _TARGET, _AUX = range(4)
 _BASE_SCALE = 0.7  # object-frame unit in canvas half-widths
 _PNG_COMPRESS_LEVEL = 6

@@ -1,6 +1,6 @@
 """Which part of a global batch, or of a dataset, each rank processes.
 
-Training batches: every rank draws the SAME global batch (a pure function of the seed and the
+Training batches: every rank draws the SAME global batch (a pure function of ``seed`` and the
 step, :mod:`metafgnet.training.batches`) and keeps a contiguous slice of each of its segments.
 The meta stage's global batch of ``2B`` target images has two segments, ``T_i`` = the first
 ``B`` and ``T_j`` = the next ``B``; rank ``r`` of ``W`` keeps images ``[rB/W, (r+1)B/W)`` of

@@ -49,22 +49,23 @@ def _can_reach(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
         return False
 
 
-def reachable_weights(arch: str) -> bool:
-    """True when ``arch``'s weights could be downloaded now (their host answers)."""
-    return _can_reach(_weights(arch).url)
+def unavailable(arch: str) -> str | None:
+    """Why ``arch``'s ImageNet weights cannot be had now (neither cached nor downloadable, with
+    the fix), or None when they can."""
+    weights, path = _weights(arch), cache_path(arch)
+    if path.is_file() or _can_reach(weights.url):
+        return None
+    return (f"ImageNet {arch} weights are not in the torch hub cache ({path}) and "
+            f"{urlparse(weights.url).hostname} cannot be reached (offline). Copy "
+            f"{weights.url} to {path} (or set TORCH_HOME to a cache that has it), "
+            "or set model.pretrained: none.")
 
 
 def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     """The ``weights=DEFAULT`` ImageNet state dict of torchvision's ``arch`` (with ``fc``)."""
-    weights = _weights(arch)
-    path = cache_path(arch)
-    if not path.is_file() and not _can_reach(weights.url):
-        raise PretrainedWeightsUnavailable(
-            f"ImageNet weights for {arch} are not in the torch hub cache ({path}) and "
-            f"{urlparse(weights.url).hostname} cannot be reached (offline). Copy "
-            f"{weights.url} to {path} (or set TORCH_HOME to a cache that has it), "
-            "or set model.pretrained: none."
-        )
+    if problem := unavailable(arch):
+        raise PretrainedWeightsUnavailable(problem)
+    weights, path = _weights(arch), cache_path(arch)
     try:
         return weights.get_state_dict(progress=False, check_hash=not path.is_file())
     except OSError as exc:  # URLError is an OSError

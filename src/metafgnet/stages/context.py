@@ -24,10 +24,10 @@ from metafgnet.data import (
     train_transform,
 )
 from metafgnet.distributed import DistContext, init_distributed, relaunch_under_torchrun, teardown
+from metafgnet.errors import UserError
 from metafgnet.io import file_digest
 from metafgnet.params import (
     Params,
-    ParamsError,
     RuntimeParams,
     TrackingParams,
     load_params,
@@ -36,7 +36,7 @@ from metafgnet.params import (
 )
 from metafgnet.provenance import repo_root
 from metafgnet.stages import audit
-from metafgnet.stages.failure import KNOWN_ERRORS, debugging, fail
+from metafgnet.stages.failure import debugging, fail
 from metafgnet.tracking import NullRun, stage_run
 from metafgnet.training import TrainingInterrupted, make_autocast, setup_runtime
 
@@ -92,7 +92,8 @@ class StageContext:
         p = self.params
         fingerprint = {"params": without_result_neutral(p.declared()), "data": self.data.digest,
                        **{str(path): file_digest(path) for path in inputs}}
-        return {"device": self.device, "seed": p.seed if seed is None else seed, "loader_kwargs": self.loader_kwargs,
+        return {"device": self.device, "seed": p.seed if seed is None else seed,
+                "loader_kwargs": self.loader_kwargs,
                 "autocast": make_autocast(p.runtime, self.device), "dist": self.dist,
                 "checkpoint_dir": self.checkpoint_dir,
                 "checkpoint_every": p.runtime.checkpoint_every,
@@ -150,14 +151,9 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
     _configure_logging()
     try:
         params = load_params(os.environ.get("METAFGNET_PARAMS", "params.yaml"))
-    except ParamsError as exc:
-        if debugging():
-            raise
-        fail(name, exc)
-    runtime = params.runtime if "runtime" in sections else RuntimeParams()
-    relaunch_under_torchrun(runtime.nproc)
-    dist = init_distributed(runtime)
-    try:
+        runtime = params.runtime if "runtime" in sections else RuntimeParams()
+        relaunch_under_torchrun(runtime.nproc)
+        dist = init_distributed(runtime)
         device = setup_runtime(runtime, params.seed if "seed" in sections else 0, dist=dist)
         data = load_prepared(PREPARED) if needs_data else None
         run_cm = (stage_run(name, params, sections, tracking=params.tracking,
@@ -172,7 +168,7 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
     except TrainingInterrupted as exc:
         log.warning("%s interrupted: %s", name, exc)
         sys.exit(exc.exit_code)
-    except KNOWN_ERRORS as exc:
+    except UserError as exc:
         if debugging():
             raise
         fail(name, exc)

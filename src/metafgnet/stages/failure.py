@@ -2,10 +2,9 @@
 
 Errors derived from :class:`metafgnet.errors.UserError` carry messages that say what is wrong,
 where, and the fix (a params key and its allowed values, a data file, an unreachable tracking
-server, ...). A traceback in front of
-them only hides the message, so a stage prints the message alone, once (rank 0 under
-``torchrun``), and exits 2. ``METAFGNET_DEBUG=1`` lets the exception propagate with its
-traceback. Any other exception is a bug and keeps its traceback.
+server, ...). A traceback in front of them only hides the message, so a stage prints the
+message alone, once (rank 0 under ``torchrun``), and exits 2. ``METAFGNET_DEBUG=1`` lets the
+exception propagate with its traceback. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,9 +13,6 @@ import os
 import sys
 from typing import NoReturn
 
-from metafgnet.errors import UserError
-
-KNOWN_ERRORS = (UserError,)
 EXIT_CODE = 2
 
 

@@ -15,7 +15,7 @@ unreadable payload) is skipped with a warning naming the file and the previous o
 
 Exactness: the payload holds model and optimizer state (momentum buffers), the schedule, the
 step counter, the curves and the partial logging window, and every RNG state (Python, NumPy,
-torch CPU, CUDA). The data order needs no state: it is a pure function of the seed and the
+torch CPU, CUDA). The data order needs no state: it is a pure function of ``seed`` and the
 batch counter (:mod:`metafgnet.training.batches`), so the streams restart at the stored step.
 On CPU at a pinned thread count a resumed run ends bit-identical to an uninterrupted one.
 

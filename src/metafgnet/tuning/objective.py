@@ -73,7 +73,7 @@ def run_trial(params: Params, data: Any, init: Path, device: torch.device,
     """
     io = _Inputs(params, data, device)
     num_classes = len(data.target_classes)
-    # Each part starts from the seed, as each pipeline stage (a fresh, seeded process) does:
+    # Each part starts from ``seed``, as each pipeline stage (a fresh, seeded process) does:
     # the fresh target heads are drawn from the global RNG.
     seed_everything(params.seed)
     model, _ = load_model(init, device)
