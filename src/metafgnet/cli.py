@@ -65,6 +65,19 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plots(args: argparse.Namespace) -> int:
+    from metafgnet.errors import UserError
+    from metafgnet.reporting.dvc_plots import render
+
+    try:
+        page = render(args.revs, Path(args.out))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {page} (offline: no network needed to view it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metafgnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--params", default="params.yaml")
     gen.add_argument("--out", required=True)
     gen.set_defaults(func=_generate)
+
+    plots = sub.add_parser("plots", help="DVC's plots as an offline HTML page (`dvc plots show`"
+                                         " with no REV, `dvc plots diff REV...` otherwise)")
+    plots.add_argument("revs", nargs="*", metavar="REV")
+    plots.add_argument("--out", default="dvc_plots_offline")
+    plots.set_defaults(func=_plots)
 
     compare_cli.register(sub)
     tuning_cli.register(sub)
