@@ -63,6 +63,26 @@ def write_tsv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, "\n".join(lines) + "\n")
 
 
+class TsvAppender:
+    """A tab-separated table written one row at a time, each row on disk when
+    :meth:`append` returns (a live training curve that ``dvc plots show`` and editors watching
+    DVC plots read while the stage runs). The first row fixes the columns and truncates the
+    file; the finished table is rewritten whole with :func:`write_tsv`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path, self.keys = Path(path), None
+
+    def append(self, row: dict[str, Any]) -> None:
+        first = self.keys is None
+        if first:
+            self.keys = list(row)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("w" if first else "a") as fh:
+            if first:
+                fh.write("\t".join(self.keys) + "\n")
+            fh.write("\t".join(_fmt(row.get(k)) for k in self.keys) + "\n")
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"

@@ -30,7 +30,14 @@ def git_revision(cwd: str | Path | None = None) -> str:
 
 
 def git_dirty(cwd: str | Path | None = None) -> bool:
-    status = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+    """Whether tracked files differ from the commit, ignoring what the pipeline writes.
+
+    DVC rewrites ``dvc.lock`` after every stage, and stages write the git-tracked metrics
+    files under ``metrics/``, so counting them would mark every later stage (and its model
+    file) dirty. ``params.yaml`` edited by ``dvc exp run -S`` does count.
+    """
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude,glob)**/dvc.lock", ":(exclude,glob)metrics/**", cwd=cwd)
     return bool(status)
 
 

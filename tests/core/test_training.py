@@ -456,3 +456,50 @@ def test_meta_train_on_cuda_with_bf16_autocast_and_deterministic_runtime():
     finally:
         torch.use_deterministic_algorithms(saved[0])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1:]
+
+
+class _PidRecording(Dataset):
+    """Items of ``base``; every load appends the loading process's pid to ``log``."""
+
+    def __init__(self, base: Dataset, log):
+        self.base, self.log = base, log
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        import os
+
+        with open(self.log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return self.base[i]
+
+
+@pytest.mark.slow  # starts loader worker processes
+@pytest.mark.parametrize("loop", ["finetune", "joint"])
+def test_loader_workers_persist_across_epochs(loop, tmp_path):
+    """One loader per run: its worker starts once, not once per epoch, and the results are
+    those of loading in the main process."""
+    log = tmp_path / "pids"
+    train = _PidRecording(_images(16, KT, 0), log)
+    aux = _images(16, KS, 1)
+    optim = OptimParams(epochs=3, batch_size=4, milestones=[2])
+
+    def fit(workers):
+        model = _resnet()
+        kwargs = {"num_workers": workers, "prefetch_factor": 2} if workers else {}
+        if loop == "finetune":
+            fit = finetune(model, train, _images(6, KT, 2), optim, device=CPU, seed=0,
+                           loader_kwargs=kwargs)
+        else:
+            fit = joint_train(model, train, aux, JointParams(epochs=3, batch_size=4), device=CPU,
+                              seed=0, val_ds=_images(6, KT, 2), loader_kwargs=kwargs)
+        return fit.best_state
+
+    in_main = fit(0)
+    log.unlink()
+    with_worker = fit(1)
+    pids = set(log.read_text().split())
+    assert len(pids) == 1, f"{len(pids)} worker processes loaded the 3 epochs"
+    for key, value in in_main.items():
+        torch.testing.assert_close(with_worker[key], value, rtol=0, atol=0)

@@ -19,7 +19,8 @@ DVC = [sys.executable, "-m", "dvc"]
 def tiny_pipeline(tmp_path_factory):
     """The tiny pipeline reproduced once and committed, every stage's file accesses audited."""
     repo, env = make_repo(tmp_path_factory.mktemp("pipe") / "repo", tiny_params())
-    env = {**env, "METAFGNET_AUDIT": str(repo.parent / "audit")}
+    # every progress update as a plain line: the captured log shows each step's progress
+    env = {**env, "METAFGNET_AUDIT": str(repo.parent / "audit"), "METAFGNET_PROGRESS_EVERY": "0"}
     result = run([*DVC, "repro"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "baseline results"], repo, env)

@@ -33,6 +33,7 @@ from metafgnet.data.families import BIRD, UNRELATED, Family
 from metafgnet.data.raster import background, downsample, posed_grid, supersampling
 from metafgnet.data.staging import staged_dir
 from metafgnet.params import SyntheticParams
+from metafgnet.progress import Progress
 
 # Independent random streams derived from ``synthetic.seed``.
 _PLAN, _SPLIT, _TARGET, _AUX = range(4)
@@ -123,7 +124,8 @@ def _image(
     _save_png(render(cls, params, rng), path)
 
 
-def _write_target(root: Path, classes: list[SyntheticClass], params: SyntheticParams) -> None:
+def _write_target(root: Path, classes: list[SyntheticClass], params: SyntheticParams,
+                  bar: Progress) -> None:
     """The CUB-200-2011 layout; ids are 1-based and run class by class, like CUB's."""
     images, labels, split = [], [], []
     per_class = params.train_per_class + params.test_per_class
@@ -139,6 +141,7 @@ def _write_target(root: Path, classes: list[SyntheticClass], params: SyntheticPa
             images.append(f"{image_id} {rel}")
             labels.append(f"{image_id} {c + 1}")
             split.append(f"{image_id} {int(is_train[k])}")
+            bar.update()
     (root / "images.txt").write_text("\n".join(images) + "\n")
     (root / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
     (root / "train_test_split.txt").write_text("\n".join(split) + "\n")
@@ -146,12 +149,14 @@ def _write_target(root: Path, classes: list[SyntheticClass], params: SyntheticPa
     (root / "classes.txt").write_text("\n".join(names) + "\n")
 
 
-def _write_auxiliary(root: Path, classes: list[SyntheticClass], params: SyntheticParams) -> None:
+def _write_auxiliary(root: Path, classes: list[SyntheticClass], params: SyntheticParams,
+                     bar: Progress) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for c, cls in enumerate(classes):
         (root / cls.name).mkdir(parents=True)
         for k in range(params.aux_per_class):
             _image(params, _AUX, c, k, cls, root / cls.name / f"img_{k:04d}.png")
+            bar.update()
 
 
 def truth_csv(classes: list[SyntheticClass]) -> str:
@@ -172,7 +177,9 @@ def generate_synthetic(params: SyntheticParams, out_dir: Path) -> None:
     """
     target, auxiliary = plan_classes(params)
     owned = {"target", "auxiliary", "auxiliary_truth.csv"}
-    with staged_dir(out_dir, owned) as tmp:
-        _write_target(tmp / "target", target, params)
-        _write_auxiliary(tmp / "auxiliary", auxiliary, params)
+    total = (len(target) * (params.train_per_class + params.test_per_class)
+             + len(auxiliary) * params.aux_per_class)
+    with staged_dir(out_dir, owned) as tmp, Progress("generate", total, unit="image") as bar:
+        _write_target(tmp / "target", target, params, bar)
+        _write_auxiliary(tmp / "auxiliary", auxiliary, params, bar)
         (tmp / "auxiliary_truth.csv").write_text(truth_csv(auxiliary))

@@ -64,7 +64,7 @@ def sharded_evaluate(
                         loader_kwargs=loader_kwargs)
     n = len(ds)  # type: ignore[arg-type]
     local = evaluate(model, local_shard(ds, dist), device=device, batch_size=batch_size,
-                     head=head, loader_kwargs=loader_kwargs)
+                     head=head, loader_kwargs=loader_kwargs, progress=dist.is_main)
     pairs = torch.from_numpy(np.stack([local["predictions"], local["labels"]], axis=1))  # (n_r, 2)
     both = gather_in_order(pairs, n, dist).numpy()  # (N, 2)
     preds, labels = both[:, 0].astype(np.int64), both[:, 1].astype(np.int64)
@@ -84,5 +84,6 @@ def sharded_score_auxiliary(
     from metafgnet.selection import score_auxiliary
 
     local = score_auxiliary(model, local_shard(aux_ds, dist), device=device,
-                            batch_size=batch_size, loader_kwargs=loader_kwargs)  # (n_r,)
+                            batch_size=batch_size, loader_kwargs=loader_kwargs,
+                            progress=dist.is_main)  # (n_r,)
     return gather_in_order(local, len(aux_ds), dist)  # type: ignore[arg-type]

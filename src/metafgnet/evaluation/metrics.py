@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from metafgnet.progress import Progress
+
 
 def head_logits(output: torch.Tensor | tuple, head: str = "target") -> torch.Tensor:
     """The logits of one head from a model output.
@@ -36,23 +38,28 @@ def iterate_eval(
     device: torch.device,
     batch_size: int,
     loader_kwargs: dict | None = None,
+    desc: str = "evaluate",
+    progress: bool = True,
 ) -> Iterator[tuple[torch.Tensor | tuple, torch.Tensor]]:
     """Yield ``(model output, labels)`` per batch, in dataset order, model in eval mode.
 
     The model's train/eval mode is restored afterwards, so BatchNorm running statistics are
-    neither used for training-mode normalisation nor moved here.
+    neither used for training-mode normalisation nor moved here. ``desc`` names the step in the
+    progress output (:mod:`metafgnet.progress`; ``progress=False``: none, e.g. off rank 0).
     """
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False,
                         **(loader_kwargs or {}))
     was_training = model.training
     model.eval()
     try:
-        for x, y in loader:
-            # grad mode is thread state: enter it per batch so it never leaks into the
-            # caller while this generator is suspended at ``yield``
-            with torch.inference_mode():
-                output = model(x.to(device))
-            yield output, y.to(device)
+        with Progress(desc, len(loader), unit="batch", enabled=progress) as bar:
+            for x, y in loader:
+                # grad mode is thread state: enter it per batch so it never leaks into the
+                # caller while this generator is suspended at ``yield``
+                with torch.inference_mode():
+                    output = model(x.to(device))
+                yield output, y.to(device)
+                bar.update()
     finally:
         model.train(was_training)
 
@@ -96,6 +103,7 @@ def evaluate(
     batch_size: int,
     head: str = "target",
     loader_kwargs: dict | None = None,
+    progress: bool = True,
 ) -> dict:
     """Evaluate ``model`` on ``ds`` (items ``(image, label)``) with the ``head`` logits.
 
@@ -103,10 +111,11 @@ def evaluate(
     (``(K, K)`` numpy int64, rows = true class, K = the head's output width), ``predictions``
     and ``labels`` (numpy int64 ``(N,)`` in dataset order), ``num_samples`` and
     ``num_classes_present``. Argmax ties go to the lowest class index (``torch.argmax``).
+    ``progress``: show progress (:mod:`metafgnet.progress`).
     """
     preds, labels, num_classes = [], [], None
     for output, y in iterate_eval(model, ds, device=device, batch_size=batch_size,
-                                  loader_kwargs=loader_kwargs):
+                                  loader_kwargs=loader_kwargs, progress=progress):
         logits = head_logits(output, head)  # (B, K)
         num_classes = logits.shape[1]
         preds.append(logits.float().argmax(dim=1).cpu())

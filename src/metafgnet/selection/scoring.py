@@ -52,6 +52,7 @@ def score_auxiliary(
     device: torch.device,
     batch_size: int,
     loader_kwargs: dict | None = None,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Score every auxiliary image with ``model`` (a ``MetaFGNet``) in eval mode.
 
@@ -61,7 +62,7 @@ def score_auxiliary(
     """
     scores = []
     for output, _ in iterate_eval(model, aux_ds, device=device, batch_size=batch_size,
-                                  loader_kwargs=loader_kwargs):
+                                  loader_kwargs=loader_kwargs, desc="score", progress=progress):
         if not isinstance(output, tuple | list) or len(output) != 2:
             raise TypeError("score_auxiliary needs a model returning (target_logits, "
                             "source_logits), e.g. MetaFGNet")

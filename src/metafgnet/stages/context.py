@@ -25,7 +25,7 @@ from metafgnet.data import (
 )
 from metafgnet.distributed import DistContext, init_distributed, relaunch_under_torchrun, teardown
 from metafgnet.errors import UserError
-from metafgnet.io import file_digest
+from metafgnet.io import TsvAppender, file_digest
 from metafgnet.params import (
     Params,
     RuntimeParams,
@@ -39,6 +39,7 @@ from metafgnet.stages import audit
 from metafgnet.stages.failure import debugging, fail
 from metafgnet.tracking import NullRun, stage_run
 from metafgnet.training import TrainingInterrupted, make_autocast, setup_runtime
+from metafgnet.training.monitor import without_timing
 
 PREPARED = Path("data/prepared/manifests")
 
@@ -80,6 +81,13 @@ class StageContext:
     tracking: TrackingParams  # where results are logged; never changes an output
     dist: DistContext
     checkpoint_dir: Path  # outside every DVC out: DVC deletes outs before a stage runs
+    curves: TsvAppender | None = None  # where log_step appends each row (live_curves)
+
+    def live_curves(self, path: Path) -> None:
+        """Append every logged row (timing columns left out) to ``path`` as it comes, so the
+        curve grows while the stage runs; the stage rewrites it whole at the end."""
+        if self.dist.is_main:
+            self.curves = TsvAppender(path)
 
     def train_kwargs(self, *inputs: Path, seed: int | None = None) -> dict:
         """Keyword arguments every training loop takes, decided once for the stage.
@@ -124,6 +132,8 @@ class StageContext:
         """Per-step progress: a terminal line, and the numeric values to the tracker."""
         metrics = {k: float(v) for k, v in row.items() if isinstance(v, int | float) and k != "step"}
         self.run.log_metrics(metrics, step=step)
+        if self.curves is not None:
+            self.curves.append(without_timing(row))
         shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                          if "loss" in k or "top1" in k or k == "images_per_s")
         log.info("%s step %d %s", self.name, step, shown)

@@ -27,20 +27,25 @@ from metafgnet.training import (
     remove_checkpoints,
 )
 from metafgnet.training.cost import PeakMemory, loop_cost
+from metafgnet.training.monitor import without_timing
 
 
 def _write_outputs(ctx: StageContext, out: Path, model, arch: dict, curves: list[dict],
                    metrics: dict, metrics_path: Path | None = None) -> None:
     """Rank 0 writes the declared outputs; the stage's checkpoints are then dropped.
 
-    ``metrics_path``: where the metrics go (default ``out/metrics.json``); the meta-training
-    stages write theirs to small git-tracked files that ``dvc exp show`` compares.
+    ``metrics_path``: where the metrics go (default ``out/metrics.json``, cached with the
+    model); the meta-training stages write theirs, with the loop's ``cost``, to small
+    git-tracked, uncached files that ``dvc exp show`` compares. Timings never enter a cached
+    output (model file, curves, cached metrics), so those hash the same on every run.
     """
     if ctx.dist.is_main:
+        results = without_timing({k: v for k, v in metrics.items() if k != "cost"})
+        cached = metrics_path is None
         metrics_path = metrics_path or out / "metrics.json"
-        save_model(out / "model.pt", model, arch, ctx.params.declared(), ctx.name, metrics=metrics)
-        write_tsv(out / "curves.tsv", curves)
-        write_json(metrics_path, metrics)
+        save_model(out / "model.pt", model, arch, ctx.params.declared(), ctx.name, metrics=results)
+        write_tsv(out / "curves.tsv", [without_timing(row) for row in curves])
+        write_json(metrics_path, results if cached else metrics)
         ctx.run.log_artifact(metrics_path)
         ctx.run.log_artifact(out / "curves.tsv")
         if ctx.tracking.log_models:
@@ -62,6 +67,7 @@ def run_pretrain(ctx: StageContext, out: Path) -> dict:
     p = ctx.params
     model = build_model(p.model, len(ctx.data.target_classes), len(ctx.data.auxiliary_classes))
     model = prepare_model(model, p.runtime, ctx.device)
+    ctx.live_curves(out / "curves.tsv")
     curves = pretrain(model, ctx.auxiliary("random_resized_crop"), p.pretrain,
                       on_epoch=ctx.log_step, **ctx.train_kwargs(seed=p.pretrain.seed))
     metrics = {k: v for k, v in curves[-1].items() if k != "epoch"}
@@ -90,6 +96,7 @@ def run_meta_train(ctx: StageContext, init: Path, out: Path, metrics_path: Path,
     fraction = len(records) / max(1, len(ctx.data.auxiliary))
     iterations, milestones = scaled_schedule(p.meta.iterations, p.meta.milestones, fraction)
     inputs = [init / "model.pt"] + ([] if selection is None else [selection])
+    ctx.live_curves(out / "curves.tsv")
     with PeakMemory(ctx.device) as memory:
         curves = meta_train(model, ctx.target("train", "random_resized_crop"),
                             ctx.auxiliary("random_resized_crop", records), p.meta,
@@ -110,6 +117,7 @@ def run_joint(ctx: StageContext, init: Path, out: Path) -> dict:
     """Multi-task baseline: target + auxiliary cross-entropy from the pretrained model, no meta."""
     p = ctx.params
     model, arch = _load(ctx, init)
+    ctx.live_curves(out / "curves.tsv")
     fit = joint_train(model, ctx.target("train", "random_resized_crop"),
                       ctx.auxiliary("random_resized_crop"), p.joint,
                       val_ds=ctx.target("val", None), on_epoch=ctx.log_step,
@@ -123,6 +131,7 @@ def run_finetune(ctx: StageContext, init: Path, out: Path) -> dict:
     """docs/method.md, stage 5 for one arm: fresh target head, best epoch chosen on validation."""
     p = ctx.params
     model, arch = _load(ctx, init)
+    ctx.live_curves(out / "curves.tsv")
     fit = finetune(model, ctx.target("train", "random_crop"), ctx.target("val", None), p.finetune,
                    on_epoch=ctx.log_step, **ctx.train_kwargs(init / "model.pt"))
     metrics = {"best_epoch": fit.best_epoch, "val_top1": fit.best_val_top1}

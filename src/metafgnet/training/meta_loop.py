@@ -69,6 +69,7 @@ from metafgnet.distributed import SINGLE, DistContext, check_divisible, sync_ste
 from metafgnet.distributed.collectives import float_buffers, module_state_tensors
 from metafgnet.meta import Batch, MetaGradients, meta_gradients
 from metafgnet.params import MetaParams, to_dict
+from metafgnet.progress import Progress
 from metafgnet.training.batches import BatchStream, pair_stream, to_device
 from metafgnet.training.checkpointing import (
     Checkpointer,
@@ -159,7 +160,9 @@ def meta_train(
                              rank=dist.rank, world_size=dist.world_size,
                              loader_kwargs=loader_kwargs)
     pairs, aux_batches = pair_stream(target_stream, local_b, start), aux_stream.endless(start)
-    with stop_requests(ckpt.enabled) as stop:
+    with (stop_requests(ckpt.enabled) as stop,
+          Progress("meta_train", iterations, unit="step", initial=start,
+                   enabled=dist.is_main) as bar):
         for step in range(start, iterations):
             # 1. batches (this rank's shards of T_i, T_j and S)
             t_i, t_j = (to_device(b, device, channels_last=channels_last) for b in next(pairs))
@@ -171,6 +174,7 @@ def meta_train(
                                          step=step, autocast=autocast, dist=dist,
                                          stop_requested=stop.requested)
             window.add(values, images=2 * meta.batch_size + meta.aux_batch_size)
+            bar.update()
             if (step + 1) % meta.log_every == 0 or step == iterations - 1:
                 row = _log_row(step, window.summary(), schedule.lrs(), inner_lr)
                 rows.append(row)

@@ -77,6 +77,17 @@ def fetch_finite(
     return out
 
 
+# Columns of a logged row that time the run rather than describe its result: they go to the
+# tracker and to the uncached metrics files, never into a cached output (whose hash must not
+# change from one run to the next).
+TIMING = ("seconds_per_step", "images_per_s")
+
+
+def without_timing(row: dict) -> dict:
+    """``row`` without the :data:`TIMING` columns."""
+    return {k: v for k, v in row.items() if k not in TIMING}
+
+
 class WindowMean:
     """Running means of named values and throughput over one logging window."""
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,6 +45,7 @@ from metafgnet.distributed import SINGLE, DistContext, sharded_evaluate, sync_st
 from metafgnet.distributed.collectives import float_buffers, module_state_tensors
 from metafgnet.evaluation import evaluate
 from metafgnet.params import JointParams, OptimParams, to_dict
+from metafgnet.progress import Progress
 from metafgnet.training.batches import Batch, BatchStream, to_device
 from metafgnet.training.checkpointing import (
     Checkpointer,
@@ -60,8 +62,9 @@ from metafgnet.training.runtime import AutocastFactory, derive_seed, seed_everyt
 # A batch -> (loss to minimise, named 0-d values to log, images in the batch)
 LossFn = Callable[[object], tuple[torch.Tensor, dict[str, torch.Tensor], int]]
 EpochCallback = Callable[[int, dict], None]
-# (epoch, position in the epoch, global step) -> the epoch's remaining batches
-EpochBatches = Callable[[int, int, int], Iterable]
+# global step -> every remaining batch of the run, across epochs: ONE loader, so its workers
+# (``data.num_workers``) persist from epoch to epoch instead of restarting at each
+BatchesFrom = Callable[[int], Iterable]
 
 
 @dataclasses.dataclass
@@ -107,7 +110,8 @@ def pretrain(
     net = model.source_net()
     stream = _stream(aux_ds, optim.batch_size, derive_seed(seed, "aux"), dist, loader_kwargs)
     return _fit(model, {"backbone": optim.backbone_lr, "source_head": optim.head_lr}, optim,
-                lambda e, pos, step: stream.epoch(e, pos), stream.batches_per_epoch,
+                lambda step: stream.loader(step, optim.epochs * stream.batches_per_epoch),
+                stream.batches_per_epoch,
                 _ce_loss(net, device, autocast, channels_last), device=device, scale=scale,
                 config={"loop": "pretrain", "seed": seed, "items": len(aux_ds)},
                 on_epoch=on_epoch).curves
@@ -134,7 +138,8 @@ def finetune(
     net = model.target_net()
     stream = _stream(train_ds, optim.batch_size, derive_seed(seed, "target"), dist, loader_kwargs)
     return _fit(model, {"backbone": optim.backbone_lr, "target_head": optim.head_lr}, optim,
-                lambda e, pos, step: stream.epoch(e, pos), stream.batches_per_epoch,
+                lambda step: stream.loader(step, optim.epochs * stream.batches_per_epoch),
+                stream.batches_per_epoch,
                 _ce_loss(net, device, autocast, channels_last), device=device, scale=scale,
                 config={"loop": "finetune", "seed": seed, "items": len(train_ds),
                         "val_items": len(val_ds)},
@@ -180,9 +185,10 @@ def joint_train(
 
     lrs = {"backbone": joint.backbone_lr, "target_head": joint.head_lr,
            "source_head": joint.backbone_lr}
+    end = joint.epochs * target_stream.batches_per_epoch
     return _fit(model, lrs, joint,
-                lambda e, pos, step: zip(target_stream.epoch(e, pos), aux_stream.endless(step),
-                                         strict=False),
+                lambda step: zip(target_stream.loader(step, end), aux_stream.endless(step),
+                                 strict=False),
                 target_stream.batches_per_epoch, loss_fn, device=device, scale=scale,
                 config={"loop": "joint_train", "seed": seed, "items": len(target_ds),
                         "aux_items": len(aux_ds),
@@ -221,7 +227,7 @@ def _validate(model: nn.Module, val_ds: Dataset, scale: Scale, device: torch.dev
 
 
 def _fit(
-    model: nn.Module, lrs: dict[str, float], optim: OptimParams, epoch_batches: EpochBatches,
+    model: nn.Module, lrs: dict[str, float], optim: OptimParams, batches_from: BatchesFrom,
     steps_per_epoch: int, loss_fn: LossFn, *, device: torch.device, scale: Scale, config: dict,
     val_ds: Dataset | None = None, on_epoch: EpochCallback | None = None,
     restore_best: bool = False,
@@ -252,7 +258,10 @@ def _fit(
         if stopping:
             raise TrainingInterrupted(step, path, stop.signum or signal.SIGTERM)
 
-    with stop_requests(ckpt.enabled) as stop:
+    batches = iter(batches_from(step))
+    total = optim.epochs * steps_per_epoch
+    with (stop_requests(ckpt.enabled) as stop,
+          Progress(config["loop"], total, unit="step", initial=step, enabled=dist.is_main) as bar):
         for epoch in range(step // steps_per_epoch, optim.epochs):
             schedule.apply(epoch)
             model.train()
@@ -260,7 +269,7 @@ def _fit(
             if position == 0:
                 window.reset()
             stopping = False
-            for batch in epoch_batches(epoch, position, step):
+            for batch in itertools.islice(batches, steps_per_epoch - position):
                 loss, terms, images = loss_fn(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -273,6 +282,7 @@ def _fit(
                 optimizer.step()
                 window.add(values, images * dist.world_size)
                 step, position, stopping = step + 1, position + 1, agreed.stop
+                bar.update()
                 if position < steps_per_epoch and (ckpt.due(step) or stopping):
                     save(stopping)
             row = {"epoch": epoch, **window.summary(),

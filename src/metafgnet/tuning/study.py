@@ -26,6 +26,7 @@ import time
 import warnings
 
 from metafgnet.params import Params, TuneParams
+from metafgnet.progress import Progress
 from metafgnet.tuning.mlflow_log import TrialLogger
 from metafgnet.tuning.space import study_digest
 from metafgnet.tuning.storage import open_storage
@@ -191,36 +192,39 @@ def work(study, objective, tune: TuneParams, *, n_trials: int, logger: TrialLogg
     def keep(_study, trial) -> None:
         finished.append(trial)
 
-    while True:
-        fail_stale(study)
-        state = counts(study)
-        if state.get("FAIL", 0) != fails_seen:  # new FAIL trials: close killed workers' runs
-            fails_seen = state.get("FAIL", 0)
-            logger.sync_failed(study.get_trials(deepcopy=False))
-        done = sum(state.get(s, 0) for s in COUNTED)
-        if done >= n_trials:
-            break
-        if deadline is not None and time.time() >= deadline:
-            log.info("worker %s: timeout reached with %d/%d trials", worker, done, n_trials)
-            break
-        if done + state.get("RUNNING", 0) >= n_trials:
-            if not heartbeat:
-                log.warning("worker %s: %d trial(s) RUNNING fill the budget; without heartbeat "
-                            "(journal storage) a dead worker's trial is not detected: run "
-                            "`metafgnet tune --fail-running` once no worker is left",
-                            worker, state.get("RUNNING", 0))
+    initial = sum(counts(study).get(s, 0) for s in COUNTED)
+    with Progress(f"trials of worker {worker}", n_trials, unit="trial", initial=initial) as bar:
+        while True:
+            fail_stale(study)
+            state = counts(study)
+            if state.get("FAIL", 0) != fails_seen:  # new FAIL trials: close killed workers' runs
+                fails_seen = state.get("FAIL", 0)
+                logger.sync_failed(study.get_trials(deepcopy=False))
+            done = sum(state.get(s, 0) for s in COUNTED)
+            bar.update(max(0, done - bar.n))  # trials finished by any worker count
+            if done >= n_trials:
                 break
-            time.sleep(poll_s)
-            continue
-        study.optimize(wrapped, n_trials=1, catch=(NonFiniteError, BudgetReached),
-                       callbacks=[keep])
-        trial = finished[-1]
-        if trial.user_attrs.get(OVERFLOW_ATTR):
-            continue
-        ran += 1
-        if trial.state == optuna.trial.TrialState.FAIL:
-            failed += 1
-            if failed > n_trials:
-                raise RuntimeError(f"worker {worker}: {failed} trials failed (non-finite losses); "
-                                   "narrow tune.space (learning rates, inner_lr)")
+            if deadline is not None and time.time() >= deadline:
+                log.info("worker %s: timeout reached with %d/%d trials", worker, done, n_trials)
+                break
+            if done + state.get("RUNNING", 0) >= n_trials:
+                if not heartbeat:
+                    log.warning("worker %s: %d trial(s) RUNNING fill the budget; without heartbeat "
+                                "(journal storage) a dead worker's trial is not detected: run "
+                                "`metafgnet tune --fail-running` once no worker is left",
+                                worker, state.get("RUNNING", 0))
+                    break
+                time.sleep(poll_s)
+                continue
+            study.optimize(wrapped, n_trials=1, catch=(NonFiniteError, BudgetReached),
+                           callbacks=[keep])
+            trial = finished[-1]
+            if trial.user_attrs.get(OVERFLOW_ATTR):
+                continue
+            ran += 1
+            if trial.state == optuna.trial.TrialState.FAIL:
+                failed += 1
+                if failed > n_trials:
+                    raise RuntimeError(f"worker {worker}: {failed} trials failed (non-finite losses); "
+                                       "narrow tune.space (learning rates, inner_lr)")
     return ran
