@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from metafgnet.compare import cli as compare_cli
-from metafgnet.io import write_yaml
 from metafgnet.params import ParamsError, load_params, to_dict
 from metafgnet.tuning import cli as tuning_cli
 
@@ -48,11 +47,16 @@ def _preset_list(args: argparse.Namespace) -> int:
 
 
 def _preset_apply(args: argparse.Namespace) -> int:
-    from metafgnet.presets import resolve_preset
+    from metafgnet.presets import UncommittedEditsError, apply_preset
 
-    raw, _ = resolve_preset(args.name)
-    write_yaml(args.output, raw)
-    print(f"wrote {args.output} from preset {args.name}; run `dvc repro` (or `make run`)")
+    try:
+        kept = apply_preset(args.name, args.output, force=args.force)
+    except UncommittedEditsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    how = "updated in place, comments kept" if kept else "written whole"
+    print(f"wrote {args.output} from preset {args.name} ({how}); "
+          f"run `dvc repro` (or `make run`)")
     return 0
 
 
@@ -98,9 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     preset = sub.add_parser("preset", help="the paper's settings").add_subparsers(
         dest="action", required=True)
     preset.add_parser("list", help="list presets").set_defaults(func=_preset_list)
-    apply = preset.add_parser("apply", help="write params.yaml from a preset")
+    apply = preset.add_parser("apply", help="write params.yaml from a preset (its comments "
+                                            "and key order kept)")
     apply.add_argument("name")
     apply.add_argument("--output", default="params.yaml")
+    apply.add_argument("--force", action="store_true",
+                       help="overwrite uncommitted edits of the output file")
     apply.set_defaults(func=_preset_apply)
 
     gen = sub.add_parser("generate", help="write the synthetic benchmark to a folder")
