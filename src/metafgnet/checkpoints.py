@@ -8,6 +8,7 @@ Writes are atomic.
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,12 @@ def save_model(path: str | Path, model: MetaFGNet, arch: dict, params: dict, sta
         "version": __version__,
         **extra,
     }
+    # saved through a buffer: given a path, torch.save names the archive's records after the
+    # file, and the temporary name of an atomic write would make every run's bytes differ
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[MetaFGNet, dict]:
