@@ -87,16 +87,19 @@ def test_log_models_false_skips_models(sqlite_uri, tracking):
         assert run.log_model(TinyNet(), "model", input_example=torch.randn(2, 3, 8, 8)) is None
 
 
-def test_best_model_registered_with_alias_on_newest_version(client, tracking):
+def test_better_model_registered_with_alias_champion(client, tracking):
+    """The champion rule itself: test_datasets_and_registry.py."""
     import mlflow.pytorch
 
     name = f"{tracking.experiment}-best"
     images = torch.randn(4, 3, 16, 16)
     with stage_run("evaluate", PARAMS, [], tracking) as run:
-        first = run.log_model(_trained(1), "best_1", input_example=images)
+        first = run.log_model(_trained(1), "best_1", input_example=images,
+                              metrics={"val_top1": 0.5})
         v1 = run.register_model(first.model_uri, name)
         newest_model = _trained(2)
-        second = run.log_model(newest_model, "best_2", input_example=images)
+        second = run.log_model(newest_model, "best_2", input_example=images,
+                               metrics={"val_top1": 0.6})
         v2 = run.register_model(second.model_uri, name, alias="champion")
     assert (int(v1.version), int(v2.version)) == (1, 2)
     assert client.get_model_version_by_alias(name, "champion").version == v2.version

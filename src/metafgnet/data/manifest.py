@@ -94,6 +94,8 @@ class PreparedData:
     digest: str
     skipped_count: int
     base_dir: Path
+    # split -> sha256 of its manifest, as recorded in index.json (see manifest_digest)
+    manifest_digests: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def num_target_classes(self) -> int:
@@ -119,6 +121,14 @@ class PreparedData:
         """Absolute image paths of ``split``, in manifest order."""
         root = self.root(split)
         return [root / r.path for r in self.records(split)]
+
+    def manifest_digest(self, split: str) -> str:
+        """sha256 of ``split``'s manifest file: the one recorded in ``index.json``, or (for data
+        built in memory) recomputed from the records, which gives the same bytes."""
+        if split in self.manifest_digests:
+            return self.manifest_digests[split]
+        records = self.records(split)  # validates the name
+        return sha256_text(manifest_text(records, "train" if split == "auxiliary" else split))
 
     def labels(self, split: str) -> list[int]:
         return [r.label for r in self.records(split)]
@@ -174,5 +184,6 @@ def load_prepared(prepared_dir: str | Path, base_dir: str | Path | None = None) 
         digest=index["digest"],
         skipped_count=int(index["skipped_count"]),
         base_dir=Path.cwd() if base_dir is None else Path(base_dir),
+        manifest_digests={split: recorded[name] for split, name in MANIFESTS.items()},
         **splits,
     )

@@ -171,6 +171,8 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
                             device=str(device), lineage=lineage)
                   if dist.is_main else contextlib.nullcontext(NullRun(name)))
         with run_cm as run:
+            if data is not None:  # the splits as the run's MLflow dataset inputs (no image read)
+                run.log_datasets(data)
             yield StageContext(name, DeclaredParams(params, sections), device, data, run,
                                params.tracking, dist, repo_root() / "checkpoints" / name)
         if dist.is_main:

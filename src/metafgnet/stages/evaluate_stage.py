@@ -42,10 +42,13 @@ def run_evaluate(ctx: StageContext, models: Path, out: Path, metrics_path: Path)
     write_json(out / "best.json", {"best_arm": best, "chosen_on": "val_top1"})
     ctx.run.log_artifact(metrics_path)
     ctx.run.set_tags({"best_arm": best})
-    if ctx.tracking.log_models:  # the best arm under a stable registered name, alias -> newest
+    if ctx.tracking.log_models:
+        # the best arm, with its scores linked to the logged model (val on target-val, test on
+        # target-test), registered under a stable name: "champion" moves to it only if its
+        # val_top1 beats the champion's, else it is the "challenger" (tracking.models)
         model, _ = load_model(models / best / "model.pt")
         info = ctx.run.log_model(model.target_net(), name=f"best-{best}",
-                                 input_example=val_ds[0][0].unsqueeze(0))
+                                 input_example=val_ds[0][0].unsqueeze(0), metrics=metrics[best])
         if info is not None:
             ctx.run.register_model(info.model_uri)
     return {"best_arm": best, **metrics}

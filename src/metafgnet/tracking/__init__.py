@@ -8,15 +8,19 @@ A stage script (one process of ``dvc repro`` / ``dvc exp run``)::
                    data_digest=manifest_digest, device=str(device)) as run:
         for step, loss in train(...):
             run.log_metrics({"train/loss": loss}, step=step)   # buffered
-        info = run.log_model(model, "model", input_example=images)   # ModelInfo | None
+        info = run.log_model(model, "model", input_example=images,
+                             metrics={"val_top1": val_top1})   # ModelRef | None, metrics linked
         run.log_artifact("results/finetune/metrics.json")
-    # evaluate: run.register_model(best_model_uri)  -> alias "champion" on the newest version
+    # evaluate: run.register_model(best_model_uri)  -> alias "champion" if its val_top1 beats
+    # the champion's, else "challenger"; tag registry.decision
+    # open_stage: run.log_datasets(prepared_data)  -> the splits as MLflow dataset inputs
 
 Where runs go: :mod:`.uri`; which processes share a parent run: :mod:`.execution`; parent and
 child runs, failures: :mod:`.parent`, :mod:`.runs`; what is recorded: :mod:`.record`; every
 MLflow call of a stage run: :mod:`.recorder`, made by the execution's tracking agent
-(:mod:`.agent`) or, with ``tracking.agent: false``, by the stage process; models and registry:
-:mod:`.models`; offline mode: :mod:`.experiment`.
+(:mod:`.agent`) or, with ``tracking.agent: false``, by the stage process; models, their metrics
+and the registry's champion rule: :mod:`.models`; dataset inputs: :mod:`.datasets`; offline
+mode: :mod:`.experiment`.
 
 Importing this package does not import MLflow (3-4 s of CPU); it only turns MLflow's telemetry
 off and bounds its HTTP retries in the environment (``setdefault``: explicit settings win).

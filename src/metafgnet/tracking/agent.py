@@ -57,7 +57,8 @@ START_TIMEOUT_S = 30.0
 NICE = 19  # the lowest priority: bookkeeping runs on what training leaves idle
 # The methods of Recorder a stage may call; nothing else is dispatched.
 OPS = frozenset({"open", "log_metrics", "log_params", "set_tags", "log_artifact",
-                 "log_artifacts", "log_dict", "log_text", "log_model", "register_model",
+                 "log_artifacts", "log_dict", "log_text", "log_datasets", "log_model",
+                 "register_model",
                  "summarise_execution",
                  "finish", "fail", "pid"})
 _MODELS_READY = threading.Event()  # set once model logging is warmed up (_import_model_flavor)

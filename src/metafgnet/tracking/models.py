@@ -13,13 +13,20 @@ Choices, each measured on this project's machines:
 * signature and input example from one sample of the caller's input and the model's output on
   it, computed in eval mode on a CPU copy, so the logged model also serves on CPU.
 * registry: aliases, not the deprecated stages. ``latest`` and ``v<N>`` are reserved by MLflow.
+  Every registration makes a new version; ``champion`` moves to it only when its validation
+  top-1 beats the champion's (:func:`register_model`), otherwise it becomes ``challenger``.
+* metrics of a logged model (MLflow 3 ``LoggedModel``): :func:`model_metrics` links the scores
+  a stage measured on it (``val_top1``, ...) to it, so ``mlflow.get_logged_model(id).metrics``
+  and the Models tab show them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
+import math
 import re
 import tempfile
 from importlib import metadata
@@ -29,6 +36,8 @@ from metafgnet.tracking.uri import TrackingError
 
 SERIALIZATION_FORMAT = "pickle"
 DEFAULT_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"  # a registered version that did not beat the champion
+SCORE_METRIC = "val_top1"  # what the champion rule compares (higher is better)
 _PINNED = ("torch", "torchvision", "cloudpickle")
 
 
@@ -95,7 +104,9 @@ def log_model(model, name: str, input_example: Any, *, run_id: str, step: int = 
     """Log ``model`` to run ``run_id`` as ``name``; returns MLflow's ``ModelInfo``.
 
     ``input_example``: a batch (tensor or array) of model inputs; its first sample is stored as
-    the example and, with the model's output on it, gives the signature.
+    the example and, with the model's output on it, gives the signature. ``step``: the model's
+    step in the run; MLflow links to the new model every metric the run already has at that
+    step (:meth:`metafgnet.tracking.runs.StageRun.log_model` picks a step with none).
     """
     import mlflow.pytorch
 
@@ -137,15 +148,94 @@ def check_alias(alias: str) -> None:
         )
 
 
-def register_model(client, model_uri: str, name: str, alias: str = DEFAULT_ALIAS,
-                   tags: dict[str, str] | None = None):
-    """Register ``model_uri`` as a new version of ``name`` and point ``alias`` at it.
+def model_metrics(model_id: str, metrics: dict[str, float], *, timestamp_ms: int, step: int,
+                  datasets: dict[str, tuple[str, str]] | None = None) -> list:
+    """``Metric`` entities of ``metrics`` linked to the logged model ``model_id`` (and, per key in
+    ``datasets``, to the ``(name, digest)`` of the dataset it was measured on), for
+    ``log_batch`` on the run that logged the model: MLflow 3 records them as run metrics *and*
+    as the model's metrics."""
+    from mlflow.entities import Metric
 
-    Returns the ``ModelVersion``; ``models:/<name>@<alias>`` then loads it.
+    datasets = datasets or {}
+    return [Metric(key, float(value), timestamp_ms, step, model_id=model_id,
+                   dataset_name=datasets[key][0] if key in datasets else None,
+                   dataset_digest=datasets[key][1] if key in datasets else None)
+            for key, value in metrics.items()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What :func:`register_model` did with a new version."""
+
+    alias: str  # the alias the new version got: the champion alias or CHALLENGER_ALIAS
+    score: float | None  # the new version's SCORE_METRIC
+    champion_version: int | None  # the champion before (None: there was none)
+    champion_score: float | None
+
+    @property
+    def promoted(self) -> bool:
+        return self.alias != CHALLENGER_ALIAS
+
+    def describe(self, metric: str = SCORE_METRIC) -> str:
+        new = _fmt(self.score)
+        if self.champion_version is None:
+            return f"{metric} {new}, no champion before"
+        return f"{metric} {new} vs champion v{self.champion_version} {_fmt(self.champion_score)}"
+
+
+def _fmt(score: float | None) -> str:
+    return "unknown" if score is None else f"{score:.4f}"
+
+
+def version_score(client, version, metric: str = SCORE_METRIC) -> float | None:
+    """``metric`` of a registered version: its tag ``metric`` (set at registration), else the
+    latest (by step, then time) value of that metric linked to its logged model; None when
+    neither exists (a version registered before this rule, or a model logged without it)."""
+    tag = (version.tags or {}).get(metric)
+    if tag is not None:
+        with contextlib.suppress(ValueError):
+            return float(tag)
+    model_id = getattr(version, "model_id", None) or _model_id(version.source or "")
+    if not model_id:
+        return None
+    values = [m for m in client.get_logged_model(model_id).metrics or [] if m.key == metric]
+    if not values:
+        return None
+    value = max(values, key=lambda m: (m.step, m.timestamp)).value
+    return None if math.isnan(value) else value
+
+
+def _model_id(model_uri: str) -> str | None:
+    """``m-...`` of a ``models:/m-...`` URI (a logged model), else None."""
+    match = re.fullmatch(r"models:/(m-[0-9a-f]+)/?", model_uri)
+    return match.group(1) if match else None
+
+
+def register_model(client, model_uri: str, name: str, alias: str = DEFAULT_ALIAS,
+                   tags: dict[str, str] | None = None, metric: str = SCORE_METRIC):
+    """Register ``model_uri`` as a new version of ``name``; returns ``(ModelVersion, Decision)``.
+
+    The champion rule: ``alias`` (``champion``) moves to the new version when there is no
+    champion yet, or when the new version's ``metric`` (:func:`version_score`; validation top-1)
+    is strictly higher than the champion's, or the champion has none. Otherwise (lower, equal,
+    or the new version has no score) the champion stays and the new version gets
+    ``challenger``. The score is kept as the version's tag ``metric``. ``models:/<name>@<alias>``
+    loads the champion. Callers serialise concurrent registrations (see the recorder).
     """
     import mlflow
 
     check_alias(alias)
-    version = mlflow.register_model(model_uri, name, tags=tags)
-    client.set_registered_model_alias(name, alias, version.version)
-    return version
+    version = mlflow.register_model(model_uri, name, tags=tags)  # creates ``name`` if need be
+    score = version_score(client, version, metric)
+    if score is not None:
+        client.set_model_version_tag(name, version.version, metric, repr(score))
+    champion, champion_score = None, None
+    if (held_by := client.get_registered_model(name).aliases.get(alias)) is not None:
+        champion = client.get_model_version(name, str(held_by))
+        champion_score = version_score(client, champion, metric)
+    promoted = champion is None or (score is not None and (
+        champion_score is None or score > champion_score))
+    chosen = alias if promoted else CHALLENGER_ALIAS
+    client.set_registered_model_alias(name, chosen, version.version)
+    return version, Decision(chosen, score, int(champion.version) if champion else None,
+                             champion_score)

@@ -31,7 +31,10 @@ class NullRun:
                             stages: list[str]) -> None:
         return None
 
-    def log_model(self, model, name: str, input_example: Any):
+    def log_datasets(self, data) -> None: ...
+
+    def log_model(self, model, name: str, input_example: Any,
+                  metrics: Mapping[str, Any] | None = None):
         return None
 
     def register_model(self, model_uri: str, name: str | None = None,

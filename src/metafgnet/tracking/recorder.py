@@ -1,7 +1,7 @@
 """Everything that talks to MLflow for one stage run, behind plain-data methods.
 
 A :class:`Recorder` opens the stage's child run (and the execution's parent), records metrics,
-params, tags, artifacts and models, and ends both runs. Its arguments and results are plain
+params, tags, artifacts, dataset inputs and models, and ends both runs. Its arguments and results are plain
 Python values (strings, numbers, dicts, tuples, paths, a model object), so the same object
 serves two ways (``tracking.agent``):
 
@@ -25,7 +25,9 @@ from typing import Any
 
 from metafgnet.params import TrackingParams
 from metafgnet.tracking import record
-from metafgnet.tracking.experiment import Session, Target, connect
+from metafgnet.tracking.datasets import DatasetInput
+from metafgnet.tracking.experiment import Session, Target, connect, store_lock
+from metafgnet.tracking.models import SCORE_METRIC, Decision, model_metrics
 from metafgnet.tracking.models import log_model as _log_model
 from metafgnet.tracking.models import register_model as _register_model
 from metafgnet.tracking.parent import find_or_create_parent, mark_parent
@@ -62,11 +64,13 @@ class ModelRef:
 
 @dataclasses.dataclass(frozen=True)
 class VersionRef:
-    """A registered model version: ``models:/<name>@<alias>`` loads it."""
+    """A registered model version: ``models:/<name>@<alias>`` loads it. ``alias`` is the one it
+    got (``champion``, or ``challenger`` when it did not beat the champion: ``decision``)."""
 
     name: str
     version: int
     alias: str
+    decision: Decision | None = None
 
 
 def session_for(target: Target, tracking: TrackingParams, root: str | Path | None) -> Session:
@@ -160,21 +164,55 @@ class Recorder:
     def log_text(self, text: str, artifact_file: str) -> None:
         self._client.log_text(self._run_id, text, artifact_file)
 
-    def log_model(self, model, name: str, input_example: Any) -> ModelRef:
-        """See :func:`metafgnet.tracking.models.log_model`."""
+    def log_datasets(self, datasets: list[DatasetInput]) -> None:
+        """Dataset inputs of the run (:mod:`metafgnet.tracking.datasets`): metadata only, the
+        data is not read."""
+        import json
+
+        from mlflow.entities import Dataset, InputTag
+        from mlflow.entities import DatasetInput as MlflowDatasetInput
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        # the entities MLflow's own Dataset._to_mlflow_entity() makes for a dataset with a local
+        # source (source_type "local", source {"uri": ...}), built directly: no data to load
+        inputs = [MlflowDatasetInput(
+            Dataset(name=d.name, digest=d.digest, source_type="local",
+                    source=json.dumps({"uri": d.source}), profile=json.dumps(d.profile)),
+            tags=[InputTag(MLFLOW_DATASET_CONTEXT, d.context)]) for d in datasets]
+        self._client.log_inputs(self._run_id, datasets=inputs)
+
+    def log_model(self, model, name: str, input_example: Any, step: int = 0,
+                  metrics: dict[str, float] | None = None,
+                  datasets: dict[str, tuple[str, str]] | None = None) -> ModelRef:
+        """See :func:`metafgnet.tracking.models.log_model`; ``metrics`` are then linked to the
+        new model at ``step`` (``datasets``: metric key -> the ``(name, digest)`` it was
+        measured on), see :func:`metafgnet.tracking.models.model_metrics`."""
+        import time
+
         with _MODELS_LOCK:
             self._use_as_default()
-            info = _log_model(model, name, input_example, run_id=self._run_id)
-        return ModelRef(info.model_uri, getattr(info, "model_id", None), name)
+            info = _log_model(model, name, input_example, run_id=self._run_id, step=step)
+        model_id = getattr(info, "model_id", None)
+        if metrics and model_id:
+            self._client.log_batch(self._run_id, metrics=model_metrics(
+                model_id, metrics, timestamp_ms=int(time.time() * 1000), step=step,
+                datasets=datasets))
+        return ModelRef(info.model_uri, model_id, name)
 
     def register_model(self, model_uri: str, name: str, alias: str,
                        tags: dict[str, str]) -> VersionRef:
-        """New version of ``name`` from ``model_uri``, ``alias`` moved to it."""
-        with _MODELS_LOCK:
+        """New version of ``name`` from ``model_uri``; ``alias`` moves to it only if it beats
+        the current holder (:func:`metafgnet.tracking.models.register_model`), else it gets
+        ``challenger``. The run gets the tags ``registered_model`` and ``registry.decision``."""
+        # the read-compare-move of the alias is not atomic in MLflow: serialised here within the
+        # process and, for a sqlite store, between the processes of this machine
+        with _MODELS_LOCK, store_lock(self._session.uri, "registry"):
             self._use_as_default()
-            version = _register_model(self._client, model_uri, name, alias, tags=tags)
-        ref = VersionRef(version.name, int(version.version), alias)
-        self.set_tags({"registered_model": f"{ref.name}/{ref.version}@{alias}"})
+            version, decision = _register_model(self._client, model_uri, name, alias, tags=tags)
+        ref = VersionRef(version.name, int(version.version), decision.alias, decision)
+        self.set_tags({"registered_model": f"{ref.name}/{ref.version}@{decision.alias}",
+                       "registry.decision": "champion" if decision.promoted else "challenger",
+                       "registry.note": decision.describe(SCORE_METRIC)})
         return ref
 
     def _use_as_default(self) -> None:
@@ -262,8 +300,54 @@ class Recorder:
         return True
 
 
+class _NoGpuFilter(logging.Filter):
+    """MLflow logs "Skip logging GPU metrics..." for every monitor it starts on a machine
+    without a usable NVIDIA (or AMD) GPU; keep the first one of the process at debug level and
+    drop the rest. Its per-sample GPU read errors (``gpu_monitor``) pass once per message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Skip logging GPU metrics"):
+            if "no-gpu" not in self._seen:
+                self._seen.add("no-gpu")
+                log.debug("system metrics without GPU samples (no usable NVIDIA/AMD GPU)")
+            return False
+        if record.name.endswith("gpu_monitor"):
+            if message in self._seen:
+                return False
+            self._seen.add(message)
+        return True
+
+
+_GPU_FILTER = _NoGpuFilter()
+
+
+def _quiet_gpu_probe() -> None:
+    for name in ("mlflow.system_metrics.system_metrics_monitor",
+                 "mlflow.system_metrics.metrics.gpu_monitor"):
+        logger = logging.getLogger(name)
+        if _GPU_FILTER not in logger.filters:
+            logger.addFilter(_GPU_FILTER)
+
+
 def _start_system_metrics(run_id: str, uri: str):
-    """CPU, memory, disk, network (and GPU with ``nvidia-ml-py``) samples on ``run_id``."""
+    """CPU, memory, disk, network and (with ``nvidia-ml-py``, a dependency, and an NVIDIA GPU)
+    GPU samples on ``run_id``, every ``SYSTEM_METRICS_INTERVAL_S``.
+
+    MLflow's public switches (``mlflow.start_run(log_system_metrics=True)``,
+    ``mlflow.enable_system_metrics_logging()``) start a monitor only for the *fluent active
+    run* of the calling thread; these runs are made with ``MlflowClient.create_run`` and never
+    made active (one agent serves several stages at once; the active run is per thread and
+    ``end_run`` would end it with its own status). So the monitor those switches start,
+    ``SystemMetricsMonitor``, is attached to the run directly; it honours the same
+    ``MLFLOW_SYSTEM_METRICS_*`` variables. On a machine without a GPU, MLflow's note about it is
+    silenced (:class:`_NoGpuFilter`).
+    """
+    _quiet_gpu_probe()
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 

@@ -5,7 +5,7 @@ A stage script wraps its work in :func:`stage_run`::
     with stage_run("meta_train", params, ["data", "model", "meta"], data_digest=digest) as run:
         for step in ...:
             run.log_metrics({"loss": loss}, step=step)   # buffered, sent every few seconds
-        info = run.log_model(model, "model", input_example=images)
+        info = run.log_model(model, "model", input_example=images, metrics={"val_top1": 0.8})
 
 Entering checks the tracking location at once (an unreachable server fails the stage before any
 work) and then opens the runs *in the background*, through a
@@ -15,6 +15,12 @@ agent (:mod:`metafgnet.tracking.agent`), so the stage process never imports MLfl
 calls wait for the run. The child run is named after the stage and carries the params sections
 the stage reads (dotted keys), ``seed`` and the provenance tags of
 :mod:`metafgnet.tracking.record`; see :mod:`metafgnet.tracking.parent` for the parent.
+
+The prepared data a stage reads is logged as the run's dataset inputs
+(:meth:`StageRun.log_datasets`, :mod:`metafgnet.tracking.datasets`); a logged model can carry
+the metrics measured on it (``log_model(..., metrics=...)``), and
+:meth:`StageRun.register_model` applies the champion rule of
+:func:`metafgnet.tracking.models.register_model`.
 
 A stage that raises ends its child run FAILED (KILLED on Ctrl-C or SIGTERM) with the error as the ``error``
 tag and ``error/traceback.txt``, and marks the parent FAILED with ``failed_stage``.
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import threading
 import time
@@ -38,6 +45,7 @@ from typing import Any
 from metafgnet.params import Params, TrackingParams
 from metafgnet.tracking import record
 from metafgnet.tracking.buffer import MetricBuffer
+from metafgnet.tracking.datasets import metric_dataset, prepared_datasets
 from metafgnet.tracking.experiment import Target, resolve_target
 from metafgnet.tracking.models import DEFAULT_ALIAS, check_alias
 from metafgnet.tracking.null import NullRun
@@ -80,6 +88,13 @@ class StageRun:
         self._recorder = None
         self._opened = None
         self._open_error: BaseException | None = None
+        # recorder calls made before the run was open, made by the opening thread once it is
+        # (None from then on); the first error among them fails the stage at its end
+        self._lock = threading.Lock()
+        self._deferred: list[tuple[str, tuple]] | None = []
+        self._deferred_error: BaseException | None = None
+        self._last_step = -1  # the highest step of this run's metrics so far
+        self._datasets: dict[str, str] = {}  # dataset inputs logged: name -> digest
         open_args = (stage, target, tracking, tags, child_params, record.all_params(params),
                      system_metrics, str(Path(root).resolve() if root else repo_root()),
                      record.source_tags())
@@ -97,6 +112,25 @@ class StageRun:
             self._buffer.attach(recorder, self._opened.run_id)
         except BaseException as exc:  # re-raised in the stage's thread by _ready()
             self._open_error = exc
+        with self._lock:
+            deferred, self._deferred = self._deferred, None
+        if self._open_error is not None:
+            return
+        for op, args in deferred:
+            try:
+                getattr(self._recorder, op)(*args)
+            except Exception as exc:
+                log.error("%s of stage %s failed: %s", op, self.stage, exc)
+                self._deferred_error = self._deferred_error or exc
+
+    def _call_when_open(self, op: str, *args) -> None:
+        """``recorder.<op>(*args)`` now if the run is open, else as soon as it is, without
+        waiting for it (the opening runs in the background)."""
+        with self._lock:
+            if self._deferred is not None:
+                self._deferred.append((op, args))
+                return
+        getattr(self._ready(), op)(*args)
 
     def _ready(self):
         """Wait for the run to be open; raise if opening it failed. Returns the recorder."""
@@ -137,6 +171,7 @@ class StageRun:
         """
         if self._open_error is not None:
             self._ready()  # raises: tracking is broken, stop the stage now
+        self._last_step = max(self._last_step, 0 if step is None else int(step))
         self._buffer.add(metrics, step)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -164,28 +199,64 @@ class StageRun:
         self._ready()
         self._buffer.flush()
 
-    def log_model(self, model, name: str, input_example: Any):
+    def log_datasets(self, data) -> None:
+        """The prepared data (:class:`~metafgnet.data.manifest.PreparedData`) as the run's
+        dataset inputs: ``target-train``, ``target-val``, ``target-test``, ``auxiliary``
+        (:mod:`metafgnet.tracking.datasets`; no image is read). Does not wait for the run to be
+        open; a failure to record them fails the stage at its end."""
+        datasets = prepared_datasets(data)
+        self._datasets.update({d.name: d.digest for d in datasets})
+        self._call_when_open("log_datasets", datasets)
+
+    def log_model(self, model, name: str, input_example: Any,
+                  metrics: Mapping[str, Any] | None = None):
         """Log a PyTorch model (see :mod:`metafgnet.tracking.models`); returns a
-        :class:`~metafgnet.tracking.recorder.ModelRef` (``.model_uri`` loads it), or None when
-        ``tracking.log_models`` is false."""
+        :class:`~metafgnet.tracking.recorder.ModelRef` (``.model_uri`` loads it, ``.model_id``
+        names the MLflow 3 logged model), or None when ``tracking.log_models`` is false.
+
+        ``metrics``: scores measured on this model (e.g. ``{"val_top1": 0.81}``; values that
+        are not real numbers, such as nested dicts, are left out), linked to it: they show in
+        the Models tab and ``mlflow.get_logged_model(model_id).metrics``, and as run metrics.
+        Those named ``val_*`` / ``test_*`` are also linked to the ``target-val`` /
+        ``target-test`` dataset when the run logged the prepared data. The model takes the step
+        after the stage's last metric step: MLflow links to a new model every metric the run
+        already has at its step, and the stage's own metrics are none of them.
+        """
         if not self._tracking.log_models:
             return None
         recorder = self._ready()
+        linked = {str(k): float(v) for k, v in (metrics or {}).items()
+                  if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+        datasets = {k: found for k in linked if (found := metric_dataset(k, self._datasets))}
+        self._last_step += 1
         start = time.perf_counter()
-        ref = recorder.log_model(model, name, input_example)
+        ref = recorder.log_model(model, name, input_example, self._last_step, linked or None,
+                                 datasets or None)
         self._buffer.add({LOG_MODEL_SECONDS: time.perf_counter() - start})
         return ref
 
     def register_model(self, model_uri: str, name: str | None = None,
                        alias: str = DEFAULT_ALIAS):
-        """Register ``model_uri`` under ``name`` (default ``tracking.registered_model``) with
-        ``alias`` moved to the new version; returns a
-        :class:`~metafgnet.tracking.recorder.VersionRef` (``.name``, ``.version``)."""
+        """Register ``model_uri`` as a new version of ``name`` (default
+        ``tracking.registered_model``). ``alias`` (``champion``) moves to it only if its
+        ``val_top1`` (linked by ``log_model(..., metrics=...)``) beats the current champion's
+        or there is none; otherwise it gets ``challenger``
+        (:func:`metafgnet.tracking.models.register_model`). The run gets the tag
+        ``registry.decision`` (``champion`` | ``challenger``) and the decision is logged with
+        both scores. Returns a :class:`~metafgnet.tracking.recorder.VersionRef` (``.name``,
+        ``.version``, ``.alias``, ``.decision``)."""
         check_alias(alias)
         tags = {k: self._tags[k] for k in (record.EXECUTION, record.DVC_EXP_NAME,
                                             record.GIT_COMMIT) if k in self._tags}
-        return self._ready().register_model(model_uri, name or self._tracking.registered_model,
-                                            alias, {**tags, record.STAGE: self.stage})
+        name = name or self._tracking.registered_model
+        ref = self._ready().register_model(model_uri, name, alias,
+                                           {**tags, record.STAGE: self.stage})
+        if ref.decision is not None:
+            outcome = ("is the new champion" if ref.decision.promoted
+                       else f"stays a challenger, the {alias} is unchanged")
+            log.info("registered %s v%d: %s (%s)", ref.name, ref.version, outcome,
+                     ref.decision.describe())
+        return ref
 
     def summarise_execution(self, metrics: Mapping[str, float], tags: Mapping[str, str],
                             stages: Sequence[str]) -> dict[str, list[str]]:
@@ -203,6 +274,10 @@ class StageRun:
         recorder = self._ready()
         try:
             self._buffer.flush(final=True)
+            if self._deferred_error is not None:
+                raise TrackingError(
+                    f"could not record the run of stage {self.stage!r}: "
+                    f"{self._deferred_error}") from self._deferred_error
         except Exception as exc:
             self._fail(exc)
             raise
