@@ -41,6 +41,12 @@ def test_cached_outputs_hold_no_timings(tiny_pipeline):
     assert "images_per_s" in (repo / "metrics" / "meta_train.json").read_text()
 
 
+def _copy(tiny_pipeline, dest):
+    """A copy of the tiny pipeline whose stage runs leave the session's audit records alone."""
+    repo, env = copy_repo(tiny_pipeline[0], dest, tiny_pipeline[1])
+    return repo, {k: v for k, v in env.items() if k != "METAFGNET_AUDIT"}
+
+
 def _lock_hashes(repo, stages):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     return {s: {o["path"]: o["md5"] for o in lock[s]["outs"]
@@ -49,7 +55,7 @@ def _lock_hashes(repo, stages):
 
 
 def test_cached_outputs_hash_the_same_on_every_run(tiny_pipeline, tmp_path):
-    repo, env = copy_repo(tiny_pipeline[0], tmp_path / "repo", tiny_pipeline[1])
+    repo, env = _copy(tiny_pipeline, tmp_path / "repo")
     stages = ["pretrain", "meta_train"]
     hashes = []
     for _ in range(2):  # two forced runs at one commit
@@ -60,7 +66,7 @@ def test_cached_outputs_hash_the_same_on_every_run(tiny_pipeline, tmp_path):
 
 
 def test_curves_grow_while_the_stage_runs(tiny_pipeline, tmp_path):
-    repo, env = copy_repo(tiny_pipeline[0], tmp_path / "repo", tiny_pipeline[1])
+    repo, env = _copy(tiny_pipeline, tmp_path / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["meta"].update(iterations=400, log_every=10, milestones=[200])
     params["tracking"]["enabled"] = False
