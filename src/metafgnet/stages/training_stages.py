@@ -51,7 +51,8 @@ def _write_outputs(ctx: StageContext, out: Path, model, arch: dict, curves: list
         if ctx.tracking.log_models:
             sample = ctx.target("val", None)[0][0].unsqueeze(0)  # (1, C, H, W)
             head = model.source_net() if ctx.name == "pretrain" else model.target_net()
-            ctx.run.log_model(head.cpu(), name=ctx.name.replace("@", "-"), input_example=sample)
+            ctx.run.log_model(head.cpu(), name=ctx.name.replace("@", "-"), input_example=sample,
+                              metrics=results)
         remove_checkpoints(ctx.checkpoint_dir)
     ctx.dist.barrier()
 
