@@ -68,9 +68,6 @@ class DataParams:
     resize: Annotated[int, Field(ge=8)] = 36  # shorter side before the eval crop (paper: 256)
     on_corrupt: Literal["fail", "skip"] = "fail"
     max_skipped_fraction: Fraction = 0.01
-    num_workers: NonNegInt = 0
-    prefetch_factor: PosInt = 2
-    pin_memory: bool = False
 
     @model_validator(mode="after")
     def _crop_fits(self):
@@ -88,21 +85,17 @@ class ModelParams:
     width: PosInt = 32  # base channel width of small_resnet (ignored by torchvision nets)
 
 
-# Settings that cannot change a result: where and how often a loop checkpoints, how many
-# loader processes feed it. A checkpoint made under other values of these is still resumed.
-RESULT_NEUTRAL = ("runtime.checkpoint_every", "data.num_workers", "data.prefetch_factor",
-                  "data.pin_memory")
+@_section
+class ExecutionParams:
+    """How a run is executed, never what it computes: the processes that load images, pinned
+    memory, how often a loop checkpoints. Like ``tracking``, every stage may read it and none
+    declares it in ``dvc.yaml``, and it is not in checkpoint fingerprints: changing it neither
+    re-runs a stage nor sets a checkpoint aside."""
 
-
-def without_result_neutral(sections: dict[str, dict]) -> dict[str, dict]:
-    """``sections`` (params as nested dicts) without the :data:`RESULT_NEUTRAL` keys."""
-    out = {name: dict(values) if isinstance(values, dict) else values
-           for name, values in sections.items()}
-    for key in RESULT_NEUTRAL:
-        section, _, field = key.partition(".")
-        if isinstance(out.get(section), dict):
-            out[section].pop(field, None)
-    return out
+    num_workers: NonNegInt = 0  # loader processes (also the image checks of ``prepare``)
+    prefetch_factor: PosInt = 2  # batches each loader process keeps ready
+    pin_memory: bool = False  # page-locked batches for faster host-to-GPU copies (CUDA only)
+    checkpoint_every: NonNegInt = 0  # steps; 0: checkpoints only on SIGTERM
 
 
 def schedule_problem(milestones: list[int], horizon: int, unit: str) -> str | None:
@@ -213,7 +206,6 @@ class RuntimeParams:
     cudnn_benchmark: bool = False
     channels_last: bool = False
     nproc: PosInt = 1
-    checkpoint_every: NonNegInt = 0  # steps; 0 disables periodic checkpoints
 
 
 @_section
@@ -408,6 +400,7 @@ class Params:
     finetune: OptimParams = dataclasses.field(default_factory=OptimParams)
     joint: JointParams = dataclasses.field(default_factory=JointParams)
     runtime: RuntimeParams = dataclasses.field(default_factory=RuntimeParams)
+    execution: ExecutionParams = dataclasses.field(default_factory=ExecutionParams)
     tracking: TrackingParams = dataclasses.field(default_factory=TrackingParams)
     tune: TuneParams = dataclasses.field(default_factory=TuneParams)
 

@@ -9,8 +9,8 @@ problem, each naming the key or file and the fix:
   valid params, so they run only when these are;
 - device: ``runtime.device: cuda`` (or ``nproc`` GPUs) without that many CUDA devices;
 - data: the target and auxiliary sets read by the same readers ``prepare`` uses (names every
-  missing or malformed metadata file); the synthetic benchmark is generated, so its roots may
-  be missing;
+  missing or malformed metadata file), and kept under ``data/external/``, where DVC sees their
+  changes; the synthetic benchmark is generated, so its roots may be missing;
 - weights: ``model.pretrained: imagenet`` without the weights in the torch hub cache and with
   their host unreachable;
 - disk: less than :data:`MIN_FREE_BYTES` free where outputs and checkpoints are written.
@@ -25,6 +25,7 @@ from metafgnet.data.errors import DataError
 from metafgnet.params import Params, ParamsError, load_params
 
 MIN_FREE_BYTES = 2 * 2**30
+EXTERNAL = Path("data/external")  # a DVC dependency of ``prepare`` (data/external/README.md)
 
 
 def problems(params_file: str | Path = "params.yaml", root: str | Path = ".") -> list[str]:
@@ -33,7 +34,8 @@ def problems(params_file: str | Path = "params.yaml", root: str | Path = ".") ->
         params = load_params(params_file)
     except ParamsError as exc:
         return [line.strip() for line in str(exc).splitlines()[1:]] or [str(exc)]
-    return [*_device(params), *_data(params), *_weights(params), *_disk(Path(root))]
+    return [*_device(params), *_data(params), *_data_location(params, Path(root)),
+            *_weights(params), *_disk(Path(root))]
 
 
 def _device(params: Params) -> list[str]:
@@ -65,6 +67,24 @@ def _data(params: Params) -> list[str]:
             read(d)
         except DataError as exc:
             out.append(f"data ({kind}): {exc}")
+    return out
+
+
+def _data_location(params: Params, root: Path) -> list[str]:
+    """Datasets outside ``data/external`` are invisible to ``dvc repro``: a changed file there
+    would keep stale manifests and models."""
+    external = (root / EXTERNAL).resolve()
+    out = []
+    d = params.data
+    for key, name, path in (("data.target_root", d.target, d.target_root),
+                            ("data.auxiliary_root", d.auxiliary, d.auxiliary_root)):
+        if name in ("synthetic", "none"):
+            continue
+        resolved = (root / path).resolve() if not Path(path).is_absolute() else Path(path)
+        if not resolved.is_relative_to(external):
+            out.append(f"{key} ({path}) is outside {EXTERNAL}/, so `dvc repro` cannot see when "
+                       f"its files change; copy the dataset under {EXTERNAL}/ (DVC does not "
+                       f"follow links to folders) and point {key} there")
     return out
 
 

@@ -98,7 +98,7 @@ def test_imagenet_offline_fails_at_once(tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("METAFGNET_OFFLINE", "1")
     start = time.monotonic()
-    with pytest.raises(PretrainedWeightsUnavailable, match="not in the torch hub cache") as err:
+    with pytest.raises(PretrainedWeightsUnavailable, match="nor in the torch hub cache") as err:
         build_model(ModelParams(backbone="resnet34", pretrained="imagenet"), 5, 7)
     assert time.monotonic() - start < 10
     assert str(cache_path("resnet34")) in str(err.value)
@@ -135,3 +135,23 @@ def test_imagenet_weights_load_from_cache(tmp_path, monkeypatch, no_network):
     loaded = model.backbone.state_dict()
     assert torch.equal(loaded["conv1.weight"], fake["conv1.weight"])
     assert torch.equal(loaded["layer4.1.bn2.running_var"], fake["layer4.1.bn2.running_var"])
+
+
+def test_imagenet_weights_in_data_external_come_first(tmp_path, monkeypatch, no_network):
+    """A weights file under data/external/weights (a DVC dependency of pretrain) is read before
+    the torch hub cache."""
+    import torchvision
+
+    monkeypatch.chdir(tmp_path)  # the repository root, as in a stage
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setenv("METAFGNET_OFFLINE", "1")
+    hub = cache_path("resnet18")
+    torch.manual_seed(3)
+    fake = torchvision.models.resnet18(weights=None).state_dict()
+    external = tmp_path / "data" / "external" / "weights" / hub.name
+    external.parent.mkdir(parents=True)
+    torch.save(fake, external)
+    assert cache_path("resnet18").resolve() == external
+    model = build_model(ModelParams(backbone="resnet18", pretrained="imagenet"), 5, 7)
+    assert torch.equal(model.backbone.state_dict()["conv1.weight"], fake["conv1.weight"])
+    assert not hub.exists()  # nothing was fetched into the hub cache

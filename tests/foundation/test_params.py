@@ -3,10 +3,14 @@
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from metafgnet.params import Params, ParamsError, load_params, parse_params
+from metafgnet.params import Params, ParamsError, load_params, parse_params, to_dict
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _error(raw: dict) -> str:
@@ -109,15 +113,15 @@ def test_scaled_schedule_keeps_milestones_inside_the_shorter_run():
     assert scaled_schedule(100, [1, 2, 60], 0.3) == (30, [1, 18])
 
 
-def test_result_neutral_settings_leave_the_checkpoint_fingerprint():
-    from metafgnet.params import RESULT_NEUTRAL, to_dict, without_result_neutral
-
+def test_settings_that_cannot_change_a_result_have_their_own_section():
+    """Loader processes, pinned memory and the checkpoint cadence live in ``execution``, which
+    no stage declares (so they re-run nothing) and no fingerprint holds."""
     full = to_dict(parse_params({}))
-    kept = without_result_neutral({"runtime": full["runtime"], "data": full["data"],
-                                   "meta": full["meta"]})
-    for key in RESULT_NEUTRAL:
-        section, field = key.split(".")
-        assert field in full[section] and field not in kept[section], key
-    assert kept["meta"] == full["meta"]
-    assert "num_threads" in kept["runtime"] and "device" in kept["runtime"]
-    assert full["runtime"]["checkpoint_every"] == 0   # the input was not modified
+    neutral = {"num_workers", "prefetch_factor", "pin_memory", "checkpoint_every"}
+    assert set(full["execution"]) == neutral
+    assert not any(neutral & set(values) for name, values in full.items()
+                   if name != "execution" and isinstance(values, dict))
+    declared = {p if isinstance(p, str) else next(iter(p))
+                for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
+                for p in stage.get("params", stage.get("do", {}).get("params", []))}
+    assert "execution" not in declared and "runtime" in declared

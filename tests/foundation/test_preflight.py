@@ -32,7 +32,8 @@ def test_all_problems_are_listed_together(tmp_path, monkeypatch, capsys):
     joined = "\n".join(found)
     assert "data (target)" in joined and str(tmp_path / "CUB") in joined
     assert "data (auxiliary)" in joined and str(tmp_path / "aux") in joined
-    assert "resnet18 weights are not in the torch hub cache" in joined
+    assert "resnet18 weights are neither in data/external/weights nor in the torch hub" in joined
+    assert f"data.target_root ({tmp_path / 'CUB'}) is outside data/external/" in joined
     if not torch.cuda.is_available():
         assert "runtime.device is cuda but no CUDA device is visible" in joined
     assert main(["check", "--params", str(path)]) == 2
@@ -69,3 +70,16 @@ def test_a_missing_synthetic_root_is_not_a_problem(tmp_path):
     path = _params(tmp_path, {"data": {"target": "synthetic",
                                        "target_root": str(tmp_path / "not-yet")}})
     assert preflight.problems(path, root=tmp_path) == []
+
+
+def test_datasets_must_live_where_dvc_sees_them(tmp_path):
+    (tmp_path / "data" / "external" / "CUB").mkdir(parents=True)
+    inside = {"data": {"target": "cub", "target_root": "data/external/CUB",
+                       "auxiliary": "none"}}
+    path = _params(tmp_path, inside)
+    assert not [p for p in preflight.problems(path, root=tmp_path) if "outside" in p]
+    outside = {"data": {"target": "cub", "target_root": str(tmp_path / "elsewhere"),
+                        "auxiliary": "folder", "auxiliary_root": "data/external/../aux"}}
+    found = [p for p in preflight.problems(_params(tmp_path, outside), root=tmp_path)
+             if "outside" in p]
+    assert [p.split(" ")[0] for p in found] == ["data.target_root", "data.auxiliary_root"]

@@ -164,12 +164,12 @@ def test_unknown_preset_leaves_the_file_alone(tmp_path, capsys):
 def test_keys_are_added_and_removed_in_place():
     raw, expected = resolve_preset("cub_lbird")
     original = (ROOT / "params.yaml").read_text()
-    edited = (original.replace("  pin_memory: false\n", "")
+    edited = (original.replace("  nproc: 1\n", "")
               .replace("  width: 16\n", "  width: 16\n  bogus: 3           # stray\n"))
     text, kept = render_params(raw, expected, edited)
     assert kept
     assert "bogus" not in text and "# stray" not in text
-    assert "  pin_memory: true\n\nsynthetic:" in text  # added at the section's end, spacing kept
+    assert "  nproc: 1\n\nexecution:" in text  # added at the section's end, spacing kept
     assert "# crop (paper: 224)" in text
 
 

@@ -54,8 +54,7 @@ def _tiny(target_root, aux_root, n_target: int, n_aux: int) -> dict:
     return {
         "data": {"target_root": str(target_root), "auxiliary_root": str(aux_root),
                  "num_target_classes": n_target, "num_auxiliary_classes": n_aux,
-                 "val_fraction": 0.34, "image_size": 32, "resize": 36, "num_workers": 0,
-                 "pin_memory": False},
+                 "val_fraction": 0.34, "image_size": 32, "resize": 36},
         "model": {"pretrained": "none"},  # no download in tests
         "pretrain": {"epochs": 1, "batch_size": 4, "milestones": []},
         "meta": {"iterations": 2, "batch_size": 2, "aux_batch_size": 4, "milestones": [1],
@@ -63,8 +62,8 @@ def _tiny(target_root, aux_root, n_target: int, n_aux: int) -> dict:
         "select": {"batch_size": 16},
         "joint": {"epochs": 1, "batch_size": 2, "milestones": []},
         "finetune": {"epochs": 1, "batch_size": 2, "milestones": []},
-        "runtime": {"device": "cpu", "num_threads": 1, "deterministic": True,
-                    "checkpoint_every": 0},
+        "runtime": {"device": "cpu", "num_threads": 1, "deterministic": True},
+        "execution": {"num_workers": 0, "pin_memory": False, "checkpoint_every": 0},
         "tracking": {"log_models": False},
     }
 

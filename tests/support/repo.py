@@ -48,6 +48,9 @@ def make_repo(dest: Path, params: dict) -> tuple[Path, dict]:
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
     shutil.copy(ROOT / ".gitignore", dest / ".gitignore")
+    for readme in ("data/external/README.md", "data/external/weights/README.md"):
+        (dest / readme).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / readme, dest / readme)  # the external-data dependencies exist
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

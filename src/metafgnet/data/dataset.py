@@ -12,6 +12,7 @@ from torchvision.transforms import v2
 from metafgnet.data.errors import DataError
 from metafgnet.data.images import load_rgb
 from metafgnet.data.records import Record
+from metafgnet.params import ExecutionParams
 
 _DEFAULT = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
 
@@ -54,3 +55,14 @@ class ImageDataset(Dataset):
     @property
     def labels(self) -> list[int]:
         return [r.label for r in self.records]
+
+
+def loader_kwargs(execution: ExecutionParams, device: torch.device) -> dict:
+    """``DataLoader`` arguments of every stage and tuning trial: ``execution.num_workers``
+    processes, each keeping ``prefetch_factor`` batches ready, pinned memory only when it can
+    help (a CUDA device)."""
+    kwargs = {"num_workers": execution.num_workers,
+              "pin_memory": execution.pin_memory and device.type == "cuda"}
+    if execution.num_workers > 0:
+        kwargs["prefetch_factor"] = execution.prefetch_factor
+    return kwargs

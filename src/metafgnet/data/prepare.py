@@ -33,15 +33,16 @@ log = logging.getLogger(__name__)
 
 
 def screen_images(
-    listing: Listing, root: Path, data: DataParams, which: str
+    listing: Listing, root: Path, data: DataParams, which: str, workers: int = 1
 ) -> tuple[list[Record], list[Record], list[dict]]:
-    """``(train, test, skipped)`` of ``listing`` after decoding every image under ``root``.
+    """``(train, test, skipped)`` of ``listing`` after decoding every image under ``root``
+    (``workers`` processes).
 
     Raises :class:`DataError` listing the bad files when ``data.on_corrupt`` is ``fail``, or
     when more than ``data.max_skipped_fraction`` of the dataset's images are bad.
     """
     records = listing.train + listing.test
-    bad = check_images(root, records, workers=max(1, data.num_workers))
+    bad = check_images(root, records, workers=workers)
     if not bad:
         return listing.train, listing.test, []
     lines = [f"{path} ({why})" for path, why in bad]
@@ -78,8 +79,10 @@ def prepare_manifests(params: Params, out_dir: Path) -> PreparedData:
     data = params.data
     target = read_target(data)
     auxiliary = read_auxiliary(data)
-    train, test, skipped = screen_images(target, Path(data.target_root), data, "target")
-    aux, _, aux_skipped = screen_images(auxiliary, Path(data.auxiliary_root), data, "auxiliary")
+    workers = max(1, params.execution.num_workers)
+    train, test, skipped = screen_images(target, Path(data.target_root), data, "target", workers)
+    aux, _, aux_skipped = screen_images(auxiliary, Path(data.auxiliary_root), data, "auxiliary",
+                                        workers)
     if not test:
         raise DataError(f"target dataset at {data.target_root} has no test images")
     train, val = split_validation(train, target.class_names, data.val_fraction, data.split_seed)

@@ -1,9 +1,11 @@
 """ImageNet weights for the torchvision backbones, offline-safe.
 
-No machine of this project reaches the internet. The weights are read from the torch hub cache
-(``$TORCH_HOME/hub/checkpoints/<file>``, torchvision's own location). When the file is missing
-we probe the download host with a short timeout and fail at once with a message that says where
-to put the file, instead of letting ``urllib`` hang. ``METAFGNET_OFFLINE=1`` skips the probe.
+No machine of this project reaches the internet. The weights file (torchvision's, under its own
+name) is read from ``data/external/weights/`` in the repository, a DVC dependency of the
+``pretrain`` stage, or else from the torch hub cache (``$TORCH_HOME/hub/checkpoints/``,
+torchvision's own location). When it is in neither we probe the download host with a short
+timeout and fail at once with a message that says where to put the file, instead of letting
+``urllib`` hang. ``METAFGNET_OFFLINE=1`` skips the probe.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from metafgnet.errors import UserError
 
 PROBE_TIMEOUT_S = 3.0
+EXTERNAL = Path("data/external/weights")  # relative to the repository root, a stage's cwd
 
 
 class PretrainedWeightsUnavailable(RuntimeError, UserError):
@@ -31,9 +34,11 @@ def _weights(arch: str):
 
 
 def cache_path(arch: str) -> Path:
-    """Where torchvision keeps (and we look for) ``arch``'s ImageNet weights."""
-    url = _weights(arch).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    """Where ``arch``'s ImageNet weights are read from: ``data/external/weights/<file>`` when
+    it is there, else torchvision's own cache (where a download would go)."""
+    name = os.path.basename(urlparse(_weights(arch).url).path)
+    external = EXTERNAL / name
+    return external if external.is_file() else Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 def _can_reach(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -55,10 +60,10 @@ def unavailable(arch: str) -> str | None:
     weights, path = _weights(arch), cache_path(arch)
     if path.is_file() or _can_reach(weights.url):
         return None
-    return (f"ImageNet {arch} weights are not in the torch hub cache ({path}) and "
-            f"{urlparse(weights.url).hostname} cannot be reached (offline). Copy "
-            f"{weights.url} to {path} (or set TORCH_HOME to a cache that has it), "
-            "or set model.pretrained: none.")
+    return (f"ImageNet {arch} weights are neither in {EXTERNAL} nor in the torch hub cache "
+            f"({path}) and {urlparse(weights.url).hostname} cannot be reached (offline). Copy "
+            f"{weights.url} to {EXTERNAL / path.name} (or set TORCH_HOME to a cache that has "
+            "it), or set model.pretrained: none.")
 
 
 def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
@@ -67,7 +72,8 @@ def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         raise PretrainedWeightsUnavailable(problem)
     weights, path = _weights(arch), cache_path(arch)
     try:
-        return weights.get_state_dict(progress=False, check_hash=not path.is_file())
+        return torch.hub.load_state_dict_from_url(weights.url, model_dir=str(path.parent),
+                                                  progress=False, check_hash=not path.is_file())
     except OSError as exc:  # URLError is an OSError
         raise PretrainedWeightsUnavailable(
             f"could not download ImageNet weights for {arch} from {weights.url} to {path}: {exc}"

@@ -21,18 +21,19 @@ from metafgnet.data import (
     PreparedData,
     eval_transform,
     load_prepared,
+    loader_kwargs,
     train_transform,
 )
 from metafgnet.distributed import DistContext, init_distributed, relaunch_under_torchrun, teardown
 from metafgnet.errors import UserError
 from metafgnet.io import TsvAppender, file_digest
 from metafgnet.params import (
+    ExecutionParams,
     Params,
     RuntimeParams,
     TrackingParams,
     load_params,
     to_dict,
-    without_result_neutral,
 )
 from metafgnet.provenance import repo_root
 from metafgnet.stages import audit
@@ -79,6 +80,7 @@ class StageContext:
     data: PreparedData
     run: object  # metafgnet.tracking run (or its no-op twin)
     tracking: TrackingParams  # where results are logged; never changes an output
+    execution: ExecutionParams  # how the stage executes; never changes an output
     dist: DistContext
     checkpoint_dir: Path  # outside every DVC out: DVC deletes outs before a stage runs
     curves: TsvAppender | None = None  # where log_step appends each row (live_curves)
@@ -98,13 +100,13 @@ class StageContext:
         ``seed`` (source pretraining passes its own).
         """
         p = self.params
-        fingerprint = {"params": without_result_neutral(p.declared()), "data": self.data.digest,
+        fingerprint = {"params": p.declared(), "data": self.data.digest,
                        **{str(path): file_digest(path) for path in inputs}}
         return {"device": self.device, "seed": p.seed if seed is None else seed,
                 "loader_kwargs": self.loader_kwargs,
                 "autocast": make_autocast(p.runtime, self.device), "dist": self.dist,
                 "checkpoint_dir": self.checkpoint_dir,
-                "checkpoint_every": p.runtime.checkpoint_every,
+                "checkpoint_every": self.execution.checkpoint_every,
                 "channels_last": p.runtime.channels_last, "fingerprint_extra": fingerprint}
 
     def target(self, split: str, style: str | None) -> ImageDataset:
@@ -122,11 +124,7 @@ class StageContext:
 
     @property
     def loader_kwargs(self) -> dict:
-        d = self.params.data
-        kwargs = {"num_workers": d.num_workers, "pin_memory": d.pin_memory and self.device.type == "cuda"}
-        if d.num_workers > 0:
-            kwargs["prefetch_factor"] = d.prefetch_factor
-        return kwargs
+        return loader_kwargs(self.execution, self.device)
 
     def log_step(self, step: int, row: dict) -> None:
         """Per-step progress: a terminal line, and the numeric values to the tracker."""
@@ -150,8 +148,9 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
                lineage: bool = False) -> Iterator[StageContext]:
     """Load params, set up the runtime once, open the stage's tracking run.
 
-    ``sections`` are the params sections the stage declares in ``dvc.yaml``; ``tracking`` is
-    always readable (it says where results are logged, never what they are). With
+    ``sections`` are the params sections the stage declares in ``dvc.yaml``; ``tracking`` and
+    ``execution`` are always readable (where results are logged and how the stage executes,
+    never what the results are). With
     ``runtime.nproc > 1`` the stage re-executes itself under ``torchrun``; rank 0 alone logs,
     writes outputs and checkpoints. A SIGTERM during training checkpoints and exits 143.
     ``lineage``: the stage's run logs every params section (see
@@ -174,7 +173,8 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
             if data is not None:  # the splits as the run's MLflow dataset inputs (no image read)
                 run.log_datasets(data)
             yield StageContext(name, DeclaredParams(params, sections), device, data, run,
-                               params.tracking, dist, repo_root() / "checkpoints" / name)
+                               params.tracking, params.execution, dist,
+                               repo_root() / "checkpoints" / name)
         if dist.is_main:
             audit.finish(name, list(sections))
     except TrainingInterrupted as exc:

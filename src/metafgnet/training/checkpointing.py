@@ -23,7 +23,7 @@ A checkpoint of another run (other params, seed, iteration count, dataset size, 
 world size, inputs) is never resumed and never blocks: it is moved aside, beside the directory
 (``<dir>.set-aside-<digest>/``), a :class:`CheckpointWarning` names the differing keys and where
 it went, and training starts fresh. Settings that cannot change results (checkpoint cadence,
-loader workers) are not in the fingerprint (``metafgnet.params.RESULT_NEUTRAL``).
+loader workers: the ``execution`` params) are not in the fingerprint.
 
 In a process group only rank 0 writes; every rank reads the same files on restore, so the
 directory must be on a file system all nodes see (any single-node run qualifies).

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from metafgnet.checkpoints import load_model
-from metafgnet.data import ImageDataset, eval_transform, train_transform
+from metafgnet.data import ImageDataset, eval_transform, loader_kwargs, train_transform
 from metafgnet.params import Params, scaled_schedule
 from metafgnet.selection import score_auxiliary, select
 from metafgnet.training import finetune, make_autocast, meta_train, seed_everything
@@ -44,11 +44,9 @@ class _Inputs:
         self.data, self.params = data, params
         self.train_tf = {s: train_transform(d, s) for s in ("random_resized_crop", "random_crop")}
         self.eval_tf = eval_transform(d)
-        loader = {"num_workers": d.num_workers, "pin_memory": d.pin_memory and device.type == "cuda"}
-        if d.num_workers > 0:
-            loader["prefetch_factor"] = d.prefetch_factor
         # one process, no checkpoints: a killed trial is failed and re-sampled, not resumed
-        self.loop = {"device": device, "seed": params.seed, "loader_kwargs": loader,
+        self.loop = {"device": device, "seed": params.seed,
+                     "loader_kwargs": loader_kwargs(params.execution, device),
                      "autocast": make_autocast(params.runtime, device),
                      "channels_last": params.runtime.channels_last}
 
