@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 
-def _git(*args: str, cwd: str | Path | None = None) -> str | None:
+def git_output(*args: str, cwd: str | Path | None = None) -> str | None:
+    """Stripped stdout of ``git *args`` in ``cwd``; None when git is missing or fails."""
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -21,24 +22,30 @@ def repo_root() -> Path:
     """The repository root: ``DVC_ROOT`` inside DVC runs, else the git top level, else cwd."""
     if os.environ.get("DVC_ROOT"):
         return Path(os.environ["DVC_ROOT"]).resolve()
-    top = _git("rev-parse", "--show-toplevel")
+    top = git_output("rev-parse", "--show-toplevel")
     return Path(top).resolve() if top else Path.cwd().resolve()
 
 
-def git_revision(cwd: str | Path | None = None) -> str:
-    return _git("rev-parse", "HEAD", cwd=cwd) or "unknown"
+def git_revision(cwd: str | Path | None = None) -> str | None:
+    """Commit checked out in ``cwd`` (in a DVC experiment copy: the experiment's baseline).
+
+    None outside git (or when git is missing): callers record "unknown" as absent rather than
+    as a made-up revision.
+    """
+    return git_output("rev-parse", "HEAD", cwd=cwd)
 
 
-def git_dirty(cwd: str | Path | None = None) -> bool:
+def git_dirty(cwd: str | Path | None = None) -> bool | None:
     """Whether tracked files differ from the commit, ignoring what the pipeline writes.
 
     DVC rewrites ``dvc.lock`` after every stage, and stages write the git-tracked metrics
     files under ``metrics/``, so counting them would mark every later stage (and its model
-    file) dirty. ``params.yaml`` edited by ``dvc exp run -S`` does count.
+    file) dirty. ``params.yaml`` edited by ``dvc exp run -S`` does count. None when git
+    cannot tell (outside git, git missing).
     """
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+    status = git_output("status", "--porcelain", "--untracked-files=no", "--", ".",
                   ":(exclude,glob)**/dvc.lock", ":(exclude,glob)metrics/**", cwd=cwd)
-    return bool(status)
+    return None if status is None else bool(status)
 
 
 def dvc_experiment() -> dict[str, str]:

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from metafgnet import provenance
 from metafgnet.tracking import execution
 
 _PROBE = ("import json, os; from metafgnet.tracking import execution as e; "
@@ -78,16 +79,30 @@ def test_a_stage_run_by_hand_is_its_own_execution():
     assert ids[0][0] != ids[1][0]
 
 
-def test_git_dirty_ignores_dvc_lock(git_repo):
-    assert execution.git_dirty(git_repo) is False
+def test_git_dirty_ignores_what_the_pipeline_writes(git_repo):
+    assert provenance.git_dirty(git_repo) is False
     (git_repo / "dvc.lock").write_text("rewritten by dvc after a stage\n")
-    assert execution.git_dirty(git_repo) is False
+    assert provenance.git_dirty(git_repo) is False
+    (git_repo / "metrics").mkdir()
+    (git_repo / "metrics" / "eval.json").write_text("{}\n")
+    subprocess.run(["git", "add", "metrics"], cwd=git_repo, check=True)
+    assert provenance.git_dirty(git_repo) is False  # staged metrics written by a stage
     (git_repo / "params.yaml").write_text("seed: 3\n")  # e.g. `dvc exp run -S seed=3`
-    assert execution.git_dirty(git_repo) is True
-    assert len(execution.git_revision(git_repo)) == 40
+    assert provenance.git_dirty(git_repo) is True
+    assert len(provenance.git_revision(git_repo)) == 40
 
 
 def test_no_git_gives_none(tmp_path, monkeypatch):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
-    assert execution.git_revision(tmp_path) is None
-    assert execution.git_dirty(tmp_path) is None
+    assert provenance.git_revision(tmp_path) is None
+    assert provenance.git_dirty(tmp_path) is None
+
+
+def test_no_git_leaves_the_git_tags_out(tmp_path, monkeypatch):
+    from metafgnet.params import Params
+    from metafgnet.tracking.record import GIT_COMMIT, GIT_DIRTY, provenance_tags
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.chdir(tmp_path)
+    tags = provenance_tags(Params())
+    assert GIT_COMMIT not in tags and GIT_DIRTY not in tags  # absent, not a made-up "unknown"

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import subprocess
 import time
 from pathlib import Path
+
+from metafgnet.provenance import git_output
 
 EXECUTION_ENV = "METAFGNET_EXECUTION_ID"
 _DVC_NAMES = {"dvc", "dvc.exe"}
@@ -81,36 +82,6 @@ def execution_id() -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def _git(args: list[str], cwd: str | Path | None) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def git_revision(cwd: str | Path | None = None) -> str | None:
-    """Commit checked out in ``cwd`` (in a DVC experiment copy: the experiment's baseline)."""
-    return _git(["rev-parse", "HEAD"], cwd)
-
-
-def git_dirty(cwd: str | Path | None = None) -> bool | None:
-    """Whether tracked files differ from the commit, ignoring what the pipeline writes.
-
-    DVC rewrites ``dvc.lock`` after every stage, and stages write the git-tracked metrics
-    files under ``metrics/``, so counting them would mark every later stage as dirty.
-    ``params.yaml`` edited by ``dvc exp run -S`` does count.
-    """
-    out = _git(
-        ["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude,glob)**/dvc.lock",
-         ":(exclude,glob)metrics/**"],
-        cwd,
-    )
-    return None if out is None else bool(out)
-
-
 def params_overrides(params_file: str | Path = "params.yaml",
                      cwd: str | Path | None = None) -> dict[str, str]:
     """What this execution's params change against its baseline commit, as dotted keys.
@@ -122,7 +93,7 @@ def params_overrides(params_file: str | Path = "params.yaml",
     from metafgnet.params import flatten, parse_yaml_text, read_yaml
 
     rev = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
-    committed = _git(["show", f"{rev}:{Path(params_file).as_posix()}"], cwd)
+    committed = git_output("show", f"{rev}:{Path(params_file).as_posix()}", cwd=cwd)
     path = Path(cwd or ".") / params_file
     if committed is None or not path.is_file():
         return {}

@@ -12,12 +12,8 @@ from typing import Any
 
 import metafgnet
 from metafgnet.params import Params, flatten, to_dict
-from metafgnet.tracking.execution import (
-    execution_id,
-    git_dirty,
-    git_revision,
-    params_overrides,
-)
+from metafgnet.provenance import git_dirty, git_revision
+from metafgnet.tracking.execution import execution_id, params_overrides
 
 # Tag keys (searchable as tags.`<key>` in the MLflow UI and client).
 ROLE = "metafgnet.role"  # "pipeline" (the parent of one execution) or "stage"
