@@ -5,6 +5,13 @@ anything else is a bug and keeps its traceback.
 """
 
 
+# The exit status of a process stopped by a UserError (every rank of a torchrun job alike).
+EXIT_CODE = 2
+# Set by the package's torchrun launcher (metafgnet.distributed.run) for its ranks: they leave
+# the message of a UserError to it instead of printing.
+QUIET_LAUNCH_ENV = "METAFGNET_QUIET_LAUNCH"
+
+
 class UserError(Exception):
     """A problem with the user's params, data, environment or saved state, explained in the
     message (what, where, the fix)."""

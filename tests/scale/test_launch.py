@@ -33,7 +33,7 @@ def test_one_process_needs_no_torchrun(tmp_path, monkeypatch):
     assert init_distributed(RuntimeParams()) is SINGLE
     assert SINGLE.is_main and not SINGLE.enabled
     cmd = torchrun_command(4, ["pipeline/meta_train.py", "--out", "x"], python="py")
-    assert cmd == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
+    assert cmd == ["py", "-m", "metafgnet.distributed.run", "--standalone", "--nproc_per_node=4",
                    "pipeline/meta_train.py", "--out", "x"]
 
 
@@ -62,3 +62,30 @@ def test_global_batch_sizes_must_split_evenly_over_ranks():
         meta_train(bn_model(), images(16, 3, 1), images(16, 5, 2),
                    MetaParams(iterations=1, batch_size=4, aux_batch_size=6), device=None,
                    seed=0, dist=ctx)
+
+
+STAGE = '''
+import os, sys
+from metafgnet.stages.context import open_stage
+from metafgnet.errors import UserError
+
+with open_stage("probe", ["data", "runtime"], needs_data=sys.argv[1] == "all") as ctx:
+    if os.environ["RANK"] == "1":  # only rank 1 meets the problem, rank 0 is stopped by torchrun
+        raise UserError("rank 1 found a problem; fix it this way")
+'''
+
+
+@pytest.mark.parametrize("failing", ["all", "rank1"])
+def test_a_known_error_under_torchrun_is_reported_once_without_traceback(tmp_path, failing):
+    """``runtime.nproc: 2``: whether every rank or only one stops on the problem, the stage
+    prints its one block once, no torchrun traceback or failure report, and exits 2."""
+    (tmp_path / "params.yaml").write_text(
+        "runtime: {nproc: 2, num_threads: 2}\ntracking: {enabled: false}\n")
+    (tmp_path / "stage.py").write_text(STAGE)
+    proc = subprocess.run([sys.executable, "stage.py", failing], cwd=tmp_path, env=worker_env(),
+                          capture_output=True, text=True, timeout=240)
+    err = proc.stderr
+    assert proc.returncode == 2, err[-3000:]
+    what = "(DataError)" if failing == "all" else "(UserError)"
+    assert err.count(f"error: stage 'probe' stopped {what}") == 1, err
+    assert "Traceback" not in err and "ChildFailedError" not in err and "FAILED" not in err, err

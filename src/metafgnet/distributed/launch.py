@@ -4,10 +4,12 @@ DVC runs a stage as one plain ``python`` command. When the params ask for severa
 node, the stage script calls :func:`relaunch_under_torchrun` first thing: outside torchrun it
 replaces itself (``exec``, same pid, so DVC waits on it and gets its exit code) by
 
-    python -m torch.distributed.run --standalone --nproc_per_node <nproc> <script> <args...>
+    python -m metafgnet.distributed.run --standalone --nproc_per_node <nproc> <script> <args...>
 
-``--standalone`` runs a local rendezvous on a free port. Inside torchrun (the relaunched workers,
-or a multi-node job started by hand) it returns at once and the script carries on.
+which is torchrun, quiet about ranks stopped on a known problem
+(:mod:`metafgnet.distributed.run`). ``--standalone``
+runs a local rendezvous on a free port. Inside torchrun (the relaunched workers, or a multi-node
+job started by hand) :func:`relaunch_under_torchrun` returns at once and the script carries on.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def torchrun_command(nproc: int, argv: Sequence[str], *, python: str | None = No
     """The single-node torchrun command line that runs ``argv`` (script + args) ``nproc`` times."""
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
-    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone",
+    return [python or sys.executable, "-m", "metafgnet.distributed.run", "--standalone",
             f"--nproc_per_node={nproc}", *argv]
 
 

@@ -47,8 +47,14 @@ PREPARED = Path("data/prepared/manifests")
 log = logging.getLogger("metafgnet")
 
 
+# Sections every stage may read without declaring them: they say where results are logged and
+# how a stage executes, never what the results are (so they must not re-run anything).
+UNDECLARED = ("execution", "tracking")
+
+
 class DeclaredParams:
-    """Read access to the params sections a stage declares in ``dvc.yaml``, and no others.
+    """Read access to the params sections a stage declares in ``dvc.yaml`` (and
+    :data:`UNDECLARED`), and no others.
 
     A stage that reads an undeclared section fails at once instead of silently depending on a
     value DVC does not track.
@@ -60,7 +66,7 @@ class DeclaredParams:
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
-        if name not in self._sections:
+        if name not in self._sections and name not in UNDECLARED:
             raise AttributeError(
                 f"this stage reads params section {name!r} but declares only "
                 f"{', '.join(self._sections)} (add it to the stage's params in dvc.yaml)")
