@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 from pathlib import Path
@@ -17,13 +16,18 @@ def git_output(*args: str, cwd: str | Path | None = None) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-@functools.cache
-def repo_root() -> Path:
-    """The repository root: ``DVC_ROOT`` inside DVC runs, else the git top level, else cwd."""
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    top = git_output("rev-parse", "--show-toplevel")
-    return Path(top).resolve() if top else Path.cwd().resolve()
+def repo_root(cwd: str | Path | None = None) -> Path:
+    """The repository root: ``DVC_ROOT``, else the git top level of ``cwd``, else ``cwd``.
+
+    ``cwd`` defaults to the current directory. ``DVC_ROOT`` names the real repository even
+    inside the throw-away copies DVC runs queued and ``--temp`` experiments in. Not cached: the
+    answer depends on the current directory and the environment, and one git call is cheap.
+    """
+    if dvc_root := os.environ.get("DVC_ROOT"):
+        return Path(dvc_root).resolve()
+    here = Path(cwd or os.getcwd()).resolve()
+    top = git_output("rev-parse", "--show-toplevel", cwd=here)
+    return Path(top).resolve() if top else here
 
 
 def git_revision(cwd: str | Path | None = None) -> str | None:

@@ -45,6 +45,21 @@ def test_git_root_without_dvc(monkeypatch, git_repo):
     assert uri_mod.tracking_uri() == f"sqlite:///{git_repo.resolve()}/mlflow.db"
 
 
+def test_one_repo_root_follows_cwd_and_dvc_root(monkeypatch, git_repo, tmp_path):
+    from metafgnet import provenance, tracking
+
+    assert tracking.repo_root is uri_mod.repo_root is provenance.repo_root
+    sub = git_repo / "pipeline"
+    sub.mkdir()
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert provenance.repo_root(sub) == git_repo.resolve()  # explicit cwd, not the process's
+    monkeypatch.chdir(sub)
+    assert provenance.repo_root() == git_repo.resolve()
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # not cached: a later DVC_ROOT counts
+    assert provenance.repo_root() == tmp_path.resolve()
+    assert provenance.repo_root(sub) == tmp_path.resolve()
+
+
 def test_cwd_outside_any_repository(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))

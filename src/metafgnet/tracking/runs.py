@@ -43,13 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from metafgnet.params import Params, TrackingParams
+from metafgnet.provenance import repo_root
 from metafgnet.tracking import record
 from metafgnet.tracking.buffer import MetricBuffer
 from metafgnet.tracking.datasets import metric_dataset, prepared_datasets
 from metafgnet.tracking.experiment import Target, resolve_target
 from metafgnet.tracking.models import DEFAULT_ALIAS, check_alias
 from metafgnet.tracking.null import NullRun
-from metafgnet.tracking.uri import TrackingError, redact, repo_root
+from metafgnet.tracking.uri import TrackingError, redact
 
 log = logging.getLogger(__name__)
 

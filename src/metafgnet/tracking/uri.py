@@ -16,13 +16,13 @@ Artifacts of a local store go beside its database (``<dir of mlflow.db>/mlartifa
 from __future__ import annotations
 
 import os
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from metafgnet.errors import UserError
+from metafgnet.provenance import repo_root
 
 DB_NAME = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -53,21 +53,6 @@ def configure_environment() -> None:
     """Telemetry off and bounded HTTP retries, unless the environment already says otherwise."""
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
-
-
-def repo_root(cwd: str | Path | None = None) -> Path:
-    """The repository root: ``DVC_ROOT``, else the git top level of ``cwd``, else ``cwd``."""
-    if dvc_root := os.environ.get("DVC_ROOT"):
-        return Path(dvc_root).resolve()
-    here = Path(cwd or os.getcwd()).resolve()
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"],
-            cwd=here, capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return here
-    return Path(out.stdout.strip()).resolve() if out.returncode == 0 and out.stdout.strip() else here
 
 
 def local_uri(root: str | Path | None = None) -> str:
