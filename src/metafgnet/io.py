@@ -1,8 +1,10 @@
-"""Atomic file outputs: every output is written whole to a temporary file and renamed in place."""
+"""Atomic file outputs: every output is written whole to a temporary file and renamed in place.
+Also the one exclusive file lock (:func:`file_lock`) the processes of one machine share."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +39,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, blocking: bool = True) -> Iterator[bool]:
+    """Exclusive ``flock`` on ``path`` for the ``with`` block; yields whether it was taken.
+
+    Blocking (the default) waits and always yields True; ``blocking=False`` yields False at
+    once when another process holds the lock. Parent folders are created. The file is opened
+    for appending, so an existing file (a lock file, or a database locked as itself) is never
+    truncated and a new one stays empty. ``flock`` is independent of the POSIX record locks
+    sqlite uses. The file is left in place: removing it would let two processes lock two
+    different files under one name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_text(path: str | Path, text: str) -> None:

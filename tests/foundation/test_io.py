@@ -40,3 +40,19 @@ def test_the_umask_still_decides(tmp_path):
     finally:
         os.umask(old)
     assert _mode(tmp_path / "private.json") == 0o600
+
+
+def test_file_lock_excludes_and_never_truncates(tmp_path):
+    from metafgnet.io import file_lock
+
+    path = tmp_path / "new" / "dir" / "store.db"  # parents are created
+    with file_lock(path) as taken:
+        assert taken is True
+        with file_lock(path, blocking=False) as second:  # another open file: excluded
+            assert second is False
+    with file_lock(path, blocking=False) as again:  # released on exit
+        assert again is True
+    path.write_bytes(b"data")
+    with file_lock(path):
+        pass
+    assert path.read_bytes() == b"data"  # a database locked as itself keeps its bytes

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -42,11 +41,11 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import metafgnet
+from metafgnet.io import file_lock
 from metafgnet.tracking.uri import TrackingError
 
 log = logging.getLogger(__name__)
@@ -73,20 +72,10 @@ def socket_path(uri: str, execution: str) -> Path:
     return base / f"metafgnet-{os.getuid()}" / f"agent-{key[:16]}.sock"
 
 
-@contextlib.contextmanager
-def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
-    """Exclusive lock on ``<socket>.lock``: starting an agent and an agent's exit exclude each
-    other, so a stage never connects to an agent that is about to leave."""
-    with open(path.with_suffix(".lock"), "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _lock_path(sock: Path) -> Path:
+    """``<socket>.lock``, held exclusively while an agent starts and while one decides to exit:
+    the two exclude each other, so a stage never connects to an agent that is about to leave."""
+    return sock.with_suffix(".lock")
 
 
 # -- stage side --------------------------------------------------------------------------------
@@ -123,7 +112,7 @@ def connect_agent(uri: str, execution: str) -> tuple[Connection, Path]:
     """A connection to the execution's agent, started if none answers."""
     path = socket_path(uri, execution)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with _locked(path):
+    with file_lock(_lock_path(path)):
         with contextlib.suppress(OSError):
             return _connect(path), path
         path.unlink(missing_ok=True)  # left by an agent that died
@@ -200,7 +189,7 @@ class _Agent:
             except TimeoutError:
                 if not self._may_exit():
                     continue
-                with _locked(self.path, blocking=False) as locked:
+                with file_lock(_lock_path(self.path), blocking=False) as locked:
                     if locked and not self._accept_pending():
                         with contextlib.suppress(OSError):
                             if self.path.stat().st_ino == self.inode:

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
+from metafgnet.io import file_lock
 from metafgnet.params import TrackingParams
 from metafgnet.tracking import uri as uri_mod
 from metafgnet.tracking.views import view_tags
@@ -44,8 +43,7 @@ class Session:
     intended_uri: str | None = None  # the unreachable server when ``offline``
 
 
-@contextlib.contextmanager
-def store_lock(uri: str, purpose: str) -> Iterator[None]:
+def store_lock(uri: str, purpose: str) -> contextlib.AbstractContextManager:
     """Exclusive lock beside a sqlite database (``<db>-<purpose>.lock``); no-op for servers.
 
     Serialises short critical sections between the processes (and threads) of this machine:
@@ -53,15 +51,8 @@ def store_lock(uri: str, purpose: str) -> Iterator[None]:
     """
     db = uri_mod.sqlite_path(uri)
     if db is None:
-        yield
-        return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(f"{db.name}-{purpose}.lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        return contextlib.nullcontext()
+    return file_lock(db.with_name(f"{db.name}-{purpose}.lock"))
 
 
 def ensure_experiment(client, name: str, artifact_location: str | None) -> str:

@@ -19,11 +19,10 @@ RDB storages get heartbeats (``tune.heartbeat_interval``): a RUNNING trial silen
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
+from metafgnet.io import file_lock
 from metafgnet.params import TuneParams
 from metafgnet.provenance import repo_root
 
@@ -63,29 +62,20 @@ def has_heartbeat(url: str) -> bool:
     return not url.startswith(JOURNAL_PREFIX)
 
 
-@contextlib.contextmanager
-def _init_lock(url: str) -> Iterator[None]:
-    """Exclusive ``flock`` on a local storage file while its schema may be created: two workers
-    starting together must not both create the tables of a fresh sqlite database. ``flock`` is
-    independent of the POSIX record locks sqlite itself uses, and leaves no lock file behind
-    (an empty file is a valid empty sqlite database)."""
+def _init_lock(url: str) -> contextlib.AbstractContextManager:
+    """Exclusive lock on a local storage file while its schema may be created: two workers
+    starting together must not both create the tables of a fresh sqlite database. The file is
+    locked as itself (``flock``, independent of sqlite's own locks), so no lock file is left
+    behind (an empty file is a valid empty sqlite database). A no-op for servers."""
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
     elif url.startswith(JOURNAL_PREFIX):
         path = Path(url.removeprefix(JOURNAL_PREFIX))
     else:
-        yield
-        return
+        return contextlib.nullcontext()
     if str(path) == ":memory:":
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        return contextlib.nullcontext()
+    return file_lock(path)
 
 
 def open_storage(url: str, tune: TuneParams):
