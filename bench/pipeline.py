@@ -1,7 +1,7 @@
 """The whole pipeline as `make run` runs it, and what MLflow tracking adds, side by side.
 
 Usage: ``python bench/pipeline.py [--json FILE] [--params FILE] [--rounds N]
-[--variants agent,off,inline]``
+[--variants agent,off,inline,base] [--base REV] [--overrides FILE]``
 
 Each variant is a fresh copy of the repository (git + DVC, its own tracking database) reproduced
 with one ``dvc repro``, as ``make run`` does:
@@ -9,7 +9,12 @@ with one ``dvc repro``, as ``make run`` does:
 * ``agent``: tracking on, the default (one tracking agent per execution, see
   ``metafgnet.tracking.agent``);
 * ``off``: ``tracking.enabled: false``;
-* ``inline``: tracking on with ``tracking.agent: false`` (every stage process imports MLflow).
+* ``inline``: tracking on with ``tracking.agent: false`` (every stage process imports MLflow);
+* ``base``: the code and ``params.yaml`` of git revision ``--base`` (tracking as there), so
+  ``--variants agent,base --base <rev>`` measures what the changes since ``<rev>`` cost.
+
+``--overrides FILE`` (YAML) is merged into every variant's params (e.g. fewer iterations, to
+time a shorter pipeline).
 
 Variants run in mirrored order (``agent off inline inline off agent`` for two rounds), so a
 drift of the machine's speed cancels out of the ratios. A stage's time runs from DVC's
@@ -39,7 +44,8 @@ from support.repo import make_repo  # noqa: E402
 
 VARIANTS = {"agent": {"enabled": True, "agent": True},
             "off": {"enabled": False},
-            "inline": {"enabled": True, "agent": False}}
+            "inline": {"enabled": True, "agent": False},
+            "base": {}}
 _STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 
 
@@ -58,6 +64,15 @@ def timed_repro(repo: Path, env: dict) -> tuple[float, dict[str, float]]:
     stages = {name: (marks[i + 1][1] if i + 1 < len(marks) else end) - t
               for i, (name, t) in enumerate(marks)}
     return end - start, stages
+
+
+def _export(rev: str, dest: Path) -> Path:
+    """The files of git revision ``rev`` in a fresh folder ``dest``."""
+    subprocess.run(["rm", "-rf", str(dest)], check=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
 
 
 def model_log_seconds(repo: Path) -> list[float]:
@@ -84,8 +99,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--variants", default="agent,off",
                         help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--base", help="git revision of the base variant")
+    parser.add_argument("--overrides", type=Path, help="YAML merged into every variant's params")
     args = parser.parse_args()
-    params = yaml.safe_load(args.params.read_text())
+    from metafgnet.params import deep_merge
+
+    overrides = yaml.safe_load(args.overrides.read_text()) if args.overrides else {}
+    params = deep_merge(yaml.safe_load(args.params.read_text()), overrides)
     names = args.variants.split(",")
     unknown = set(names) - set(VARIANTS)
     if unknown:
@@ -95,11 +115,18 @@ def main() -> None:
     results: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
                                  "cores": os.cpu_count(), "python": platform.python_version()},
                      "order": order, "runs": []}
+    if "base" in names and not args.base:
+        parser.error("the base variant needs --base REV")
+    base_code = _export(args.base, args.workdir / "base-code") if "base" in names else None
     for i, name in enumerate(order):
         dest = args.workdir / f"{i}-{name}"
         subprocess.run(["rm", "-rf", str(dest)], check=True)
-        tracking = {**params.get("tracking", {}), **VARIANTS[name]}
-        repo, env = make_repo(dest, {**params, "tracking": tracking})
+        if name == "base":
+            own = deep_merge(yaml.safe_load((base_code / "params.yaml").read_text()), overrides)
+            repo, env = make_repo(dest, own, source=base_code)
+        else:
+            tracking = {**params.get("tracking", {}), **VARIANTS[name]}
+            repo, env = make_repo(dest, {**params, "tracking": tracking})
         total, stages = timed_repro(repo, env)
         logs = model_log_seconds(repo)
         results["runs"].append({"variant": name, "total_seconds": total, "stages": stages,
@@ -110,10 +137,11 @@ def main() -> None:
     totals = {n: sum(r["total_seconds"] for r in results["runs"] if r["variant"] == n)
               for n in names}
     results["totals"] = totals
-    if "off" in totals:
-        results["ratios_to_off"] = {n: totals[n] / totals["off"] for n in names if n != "off"}
-        for n, ratio in results["ratios_to_off"].items():
-            print(f"{n} / off: {ratio:.3f}x")
+    for ref in ("off", "base"):
+        if ref in totals:
+            results[f"ratios_to_{ref}"] = {n: totals[n] / totals[ref] for n in names if n != ref}
+            for n, ratio in results[f"ratios_to_{ref}"].items():
+                print(f"{n} / {ref}: {ratio:.3f}x")
     stage_names = list(results["runs"][0]["stages"])
     results["median_stage_seconds"] = {
         n: {s: statistics.median(r["stages"].get(s, 0.0) for r in results["runs"]

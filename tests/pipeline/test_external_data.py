@@ -33,6 +33,8 @@ def test_a_changed_external_dataset_reruns_prepare(tiny_pipeline, tmp_path):
     params["data"].update(target="cub", target_root="data/external/cub", val_fraction=0.34)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "Running stage 'prepare'" in _repro_prepare(repo, env)
+    index = repo / "data" / "prepared" / "manifests" / "index.json"
+    first = index.read_text()
     assert "didn't change" in _repro_prepare(repo, env)  # unchanged data: cached
     assert not _changed(repo, env, "prepare")
 
@@ -42,8 +44,12 @@ def test_a_changed_external_dataset_reruns_prepare(tiny_pipeline, tmp_path):
     images.write_text("".join(original.splitlines(keepends=True)[:-1]))
     assert _changed(repo, env, "prepare")
     assert "Running stage 'prepare'" in _repro_prepare(repo, env)
+    # the manifests follow the data (or prepare stops, naming the file: the cut image is still
+    # listed in image_class_labels.txt)
+    assert not index.is_file() or index.read_text() != first
     images.write_text(original)
-    assert "Running stage 'prepare'" in _repro_prepare(repo, env)
+    # back to the first data: DVC restores the first run's outputs from its run cache
+    assert "is cached" in _repro_prepare(repo, env) and index.read_text() == first
 
     # an added file, then a replaced image
     write_image(cub / "images" / "extra.jpg", colour=5)

@@ -40,17 +40,19 @@ def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.
     return out
 
 
-def make_repo(dest: Path, params: dict) -> tuple[Path, dict]:
-    """Copy the pipeline's code into a fresh git + DVC repo at ``dest`` with ``params``."""
+def make_repo(dest: Path, params: dict, source: Path = ROOT) -> tuple[Path, dict]:
+    """Copy the pipeline's code (from ``source``, default this checkout) into a fresh git + DVC
+    repo at ``dest`` with ``params``."""
     dest.mkdir(parents=True)
     for name in ("src", "pipeline"):
-        shutil.copytree(ROOT / name, dest / name,
+        shutil.copytree(source / name, dest / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
-    shutil.copy(ROOT / ".gitignore", dest / ".gitignore")
+    shutil.copy(source / "dvc.yaml", dest / "dvc.yaml")
+    shutil.copy(source / ".gitignore", dest / ".gitignore")
     for readme in ("data/external/README.md", "data/external/weights/README.md"):
-        (dest / readme).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / readme, dest / readme)  # the external-data dependencies exist
+        if (source / readme).is_file():  # the external-data dependencies exist
+            (dest / readme).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source / readme, dest / readme)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
