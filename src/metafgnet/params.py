@@ -82,7 +82,7 @@ class DataParams:
 class ModelParams:
     backbone: Literal["small_resnet", "resnet18", "resnet34", "resnet50"] = "small_resnet"
     pretrained: Literal["none", "imagenet"] = "none"
-    width: PosInt = 32  # base channel width of small_resnet (ignored by torchvision nets)
+    width: PosInt = 16  # base channel width of small_resnet (ignored by torchvision nets)
 
 
 @_section
@@ -121,10 +121,14 @@ def scaled_schedule(length: int, milestones: list[int], factor: float) -> tuple[
 
 @_section
 class OptimParams:
-    """SGD schedule of a plain training stage: per-group learning rates with step milestones."""
+    """SGD schedule of a plain training stage: per-group learning rates with step milestones.
 
-    epochs: PosInt = 10
-    batch_size: PosInt = 64
+    The defaults are the ``finetune`` section's of ``params.yaml`` (``pretrain`` and ``joint``
+    override theirs), except ``milestones``: a schedule fits one length only, so the class
+    default is none (valid for any ``epochs``) and :class:`Params` sets ``params.yaml``'s."""
+
+    epochs: PosInt = 40
+    batch_size: PosInt = 32
     head_lr: PosFloat = 0.1
     backbone_lr: PosFloat = 0.01
     milestones: list[PosInt] = dataclasses.field(default_factory=list)  # in epochs
@@ -145,11 +149,16 @@ class PretrainParams(OptimParams):
     pretrained source network, so a sweep over the top-level ``seed`` (the method's randomness)
     shares one pretrained model."""
 
+    epochs: PosInt = 40
+    batch_size: PosInt = 64
+    backbone_lr: PosFloat = 0.1
     seed: NonNegInt = 0
 
 
 @_section
 class JointParams(OptimParams):
+    epochs: PosInt = 20
+    batch_size: PosInt = 64
     aux_weight: Annotated[float, Field(ge=0)] = 1.0
 
 
@@ -159,13 +168,14 @@ class MetaParams:
 
     order: Literal["first", "second"] = "second"
     iterations: PosInt = 300
-    batch_size: PosInt = 32  # each of T_i and T_j
+    batch_size: PosInt = 16  # each of T_i and T_j
     aux_batch_size: PosInt = 32
     inner_lr: PosFloat = 0.01  # eta, decayed with the outer schedule
     target_head_lr: PosFloat = 0.1
-    backbone_lr: PosFloat = 1e-3
-    source_head_lr: PosFloat = 1e-3
-    milestones: list[PosInt] = dataclasses.field(default_factory=list)  # in iterations
+    backbone_lr: PosFloat = 0.01
+    source_head_lr: PosFloat = 0.01
+    # in iterations; none by default, like OptimParams.milestones (Params sets params.yaml's)
+    milestones: list[PosInt] = dataclasses.field(default_factory=list)
     lr_decay: PosFloat = 0.1
     momentum: Fraction = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
@@ -388,17 +398,23 @@ def _check_space_dim(params: Params, key: str, dim: SearchDim) -> str | None:
 
 @_section
 class Params:
-    """The whole ``params.yaml``."""
+    """The whole ``params.yaml``: ``Params()`` equals the committed file (a test keeps it so).
+
+    Sections left out of a params file take these defaults whole; keys left out of a section
+    take the section class's, where the step ``milestones`` are none (a schedule fits one
+    length: the defaults below fit the default ``epochs`` / ``iterations`` only)."""
 
     seed: NonNegInt = 0
     data: DataParams = dataclasses.field(default_factory=DataParams)
     synthetic: SyntheticParams = dataclasses.field(default_factory=SyntheticParams)
     model: ModelParams = dataclasses.field(default_factory=ModelParams)
-    pretrain: PretrainParams = dataclasses.field(default_factory=PretrainParams)
-    meta: MetaParams = dataclasses.field(default_factory=MetaParams)
+    pretrain: PretrainParams = dataclasses.field(
+        default_factory=lambda: PretrainParams(milestones=[28, 36]))
+    meta: MetaParams = dataclasses.field(default_factory=lambda: MetaParams(milestones=[150, 250]))
     select: SelectParams = dataclasses.field(default_factory=SelectParams)
-    finetune: OptimParams = dataclasses.field(default_factory=OptimParams)
-    joint: JointParams = dataclasses.field(default_factory=JointParams)
+    finetune: OptimParams = dataclasses.field(
+        default_factory=lambda: OptimParams(milestones=[24, 32]))
+    joint: JointParams = dataclasses.field(default_factory=lambda: JointParams(milestones=[12, 16]))
     runtime: RuntimeParams = dataclasses.field(default_factory=RuntimeParams)
     execution: ExecutionParams = dataclasses.field(default_factory=ExecutionParams)
     tracking: TrackingParams = dataclasses.field(default_factory=TrackingParams)

@@ -25,6 +25,12 @@ def test_repository_params_file_is_valid():
     assert params.meta.order in ("first", "second")
 
 
+def test_code_defaults_are_the_repository_params_file():
+    # params.yaml is what users run; the dataclasses hold the same defaults (never drifting)
+    assert to_dict(Params()) == to_dict(load_params(ROOT / "params.yaml"))
+    assert parse_params({}) == Params()
+
+
 def test_unknown_key_names_path_and_closest_key():
     assert "meta.ordr: unknown key; did you mean meta.order?" in _error({"meta": {"ordr": "first"}})
     assert "metaa: unknown key; did you mean meta?" in _error({"metaa": {}})

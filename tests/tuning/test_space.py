@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from metafgnet.params import ParamsError, load_params, parse_params
+from metafgnet.params import ParamsError, deep_merge, load_params, parse_params, to_dict
 from metafgnet.tuning.apply import apply_best, set_value
 from metafgnet.tuning.space import nest, study_digest, suggest, trial_params
 from metafgnet.tuning.storage import resolve_url
@@ -117,10 +117,14 @@ def test_int_and_categorical_dimensions_are_sampled_in_range():
 
 def test_study_digest_ignores_space_values_but_not_the_budget():
     base = parse_params({})
-    tuned = parse_params({"meta": {"inner_lr": 0.05}, "select": {"ratio": 0.5}})
+
+    def edited(changes: dict):  # a full params file with a few values changed, as `-S` does
+        return parse_params(deep_merge(to_dict(base), changes))
+
+    tuned = edited({"meta": {"inner_lr": 0.05}, "select": {"ratio": 0.5}})
     assert study_digest(base) == study_digest(tuned)  # `tune apply` keeps the study
-    assert study_digest(base) != study_digest(parse_params({"tune": {"budget": {"finetune_epochs": 3}}}))
-    assert study_digest(base) != study_digest(parse_params({"meta": {"order": "first"}}))
+    assert study_digest(base) != study_digest(edited({"tune": {"budget": {"finetune_epochs": 3}}}))
+    assert study_digest(base) != study_digest(edited({"meta": {"order": "first"}}))
 
 
 def test_storage_urls_are_absolute(tmp_path):
