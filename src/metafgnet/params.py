@@ -227,7 +227,7 @@ class TrackingParams:
     system_metrics: bool = True
     registered_model: str = "metafgnet-best"
     # true: stages talk to one long-lived tracking agent per pipeline execution (MLflow is
-    # imported once); false: each stage process imports MLflow itself (+3-4 s of CPU a stage)
+    # imported once); false: each stage process imports MLflow itself (a large import per stage)
     agent: bool = True
 
 

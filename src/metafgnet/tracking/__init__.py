@@ -22,8 +22,8 @@ MLflow call of a stage run: :mod:`.recorder`, made by the execution's tracking a
 and the registry's champion rule: :mod:`.models`; dataset inputs: :mod:`.datasets`; offline
 mode: :mod:`.experiment`.
 
-Importing this package does not import MLflow (3-4 s of CPU); it only turns MLflow's telemetry
-off and bounds its HTTP retries in the environment (``setdefault``: explicit settings win).
+Importing this package does not import MLflow (a large import, paid only where records are
+made); it only turns MLflow's telemetry off and bounds its HTTP retries in the environment (``setdefault``: explicit settings win).
 """
 
 from metafgnet.tracking.execution import EXECUTION_ENV, execution_id

@@ -1,8 +1,9 @@
 """The tracking agent: one long-lived process per pipeline execution that talks to MLflow.
 
-Importing MLflow costs 3-4 s of CPU and torch 4-5 s on this project's 2-core machines; paid in
-every stage process, that was 16 % of the default pipeline. With ``tracking.agent: true`` (the
-default) a stage never imports MLflow: its :class:`RemoteRecorder` sends each call of a
+Importing MLflow and torch is a large fixed CPU cost, and the default pipeline's stages are
+short, so paying it in every stage process is a visible share of the pipeline (measured by
+``bench/pipeline.py``). With ``tracking.agent: true`` (the default) a stage never imports
+MLflow: its :class:`RemoteRecorder` sends each call of a
 :class:`~metafgnet.tracking.recorder.Recorder` over a Unix socket to the agent of its execution
 (:mod:`metafgnet.tracking.execution`), which imports MLflow and torch once and keeps the store
 open across stages.
@@ -287,8 +288,8 @@ def _import_mlflow() -> None:
 
 
 def _import_model_flavor() -> None:
-    """torch, MLflow's pytorch flavor and their one-off lazy work (about 7 s of CPU), in the
-    background while the first stage trains; model calls wait for it."""
+    """torch, MLflow's pytorch flavor and their one-off lazy work (the agent's largest start-up
+    cost), in the background while the first stage trains; model calls wait for it."""
     try:
         from metafgnet.tracking.models import warm_up
 

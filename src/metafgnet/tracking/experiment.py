@@ -115,7 +115,8 @@ def resolve_target(tracking: TrackingParams, root: str | Path | None = None) -> 
 
 
 def connect(target: Target, tracking: TrackingParams, root: str | Path | None = None) -> Session:
-    """Import MLflow, open the store and get or create the experiment (about 1-3 s).
+    """Import MLflow, open the store and get or create the experiment (slow: the MLflow import
+    and a fresh database's schema migration; callers keep one session per process).
 
     Safe to run off the main thread: it sets no global MLflow state (``set_tracking_uri``
     writes the process environment, which must not race with C code reading it).

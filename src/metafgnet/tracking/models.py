@@ -1,15 +1,16 @@
 """Logging PyTorch models to MLflow and registering the best one under an alias.
 
-Choices, each measured on this project's machines:
+Choices, and why:
 
 * ``serialization_format="pickle"``: MLflow 3 defaults to ``"pt2"`` (``torch.export``), which
   needs a traceable forward and reloads a ``GraphModule`` without the model's own methods (heads,
-  feature extractor). Pickle reloads the original ``nn.Module`` class in milliseconds. The price:
+  feature extractor). Pickle reloads the original ``nn.Module`` class as it is. The price:
   loading runs pickle code (load only models from your own tracker) and ``metafgnet`` must be
   importable where the model is loaded.
 * explicit ``pip_requirements`` pinned from the installed torch/torchvision/cloudpickle: without
-  them MLflow infers requirements by re-importing the model (9-28 s); with them a log takes
-  about 0.1 s (plus a one-off ~1 s of lazy imports in a fresh process).
+  them MLflow infers requirements by re-importing the model in a subprocess on every log,
+  which dwarfs writing the model; with them a log only writes files (after one-off lazy imports
+  in a fresh process, see :func:`warm_up`).
 * signature and input example from one sample of the caller's input and the model's output on
   it, computed in eval mode on a CPU copy, so the logged model also serves on CPU.
 * registry: aliases, not the deprecated stages. ``latest`` and ``v<N>`` are reserved by MLflow.
@@ -129,7 +130,7 @@ def log_model(model, name: str, input_example: Any, *, run_id: str, step: int = 
 def warm_up() -> None:
     """Save a tiny model to a temporary folder exactly as :func:`log_model` would, so that the
     first real log of a process does not pay MLflow's one-off lazy work (imports, the scan of
-    installed packages; about 2 s here), then discard it. Nothing is recorded."""
+    installed packages), then discard it. Nothing is recorded."""
     import mlflow.pytorch
     import torch
 

@@ -5,8 +5,8 @@ params, tags, artifacts, dataset inputs and models, and ends both runs. Its argu
 Python values (strings, numbers, dicts, tuples, paths, a model object), so the same object
 serves two ways (``tracking.agent``):
 
-* in the stage process itself (``agent: false``): the stage imports MLflow, about 3-4 s of CPU
-  per stage process on a 2-core machine;
+* in the stage process itself (``agent: false``): every stage process imports MLflow, a large
+  fixed CPU cost next to a short stage;
 * in the execution's tracking agent (:mod:`metafgnet.tracking.agent`, the default): one
   long-lived process per pipeline execution imports MLflow and torch once, and each stage talks
   to it over a Unix socket without ever importing MLflow.
