@@ -10,7 +10,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arm", required=True)
     parser.add_argument("--init", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=Path("models/finetune"))
+    parser.add_argument("--out", type=Path, help="the arm's model folder "
+                        "(default models/finetune/<arm>)")
     args = parser.parse_args()
     with open_stage(f"finetune@{args.arm}", ["seed", "data", "finetune", "runtime"]) as ctx:
-        run_finetune(ctx, args.init, args.out / args.arm)
+        run_finetune(ctx, args.init, args.out or Path("models/finetune") / args.arm)

@@ -12,6 +12,14 @@ EXIT_CODE = 2
 QUIET_LAUNCH_ENV = "METAFGNET_QUIET_LAUNCH"
 
 
+class Interrupted(RuntimeError):
+    """Work stopped on a signal after saving what it had; ``exit_code`` (128 + the signal
+    number) is what the process should exit with. Stages catch this base, so a stage that never
+    trains need not import the training code that raises it."""
+
+    exit_code = 1
+
+
 class UserError(Exception):
     """A problem with the user's params, data, environment or saved state, explained in the
     message (what, where, the fix)."""

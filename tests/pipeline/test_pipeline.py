@@ -122,6 +122,11 @@ def test_stage_graph_matches_what_the_code_reads_and_writes(tiny_pipeline):
         for module in record["modules"]:
             if not _under(module, list(OBSERVATIONAL)):
                 assert _under(module, deps), f"{name} imports {module}, not a declared dep"
+        if name != "tune":  # tune imports the training code only when tune.enabled
+            for dep in deps:
+                if dep.startswith("src/"):  # and no code dep the stage never imports
+                    assert any(_under(m, [dep]) for m in record["modules"]), (
+                        f"{name} depends on {dep} but never imports it")
         assert any(_under(path, outs) for path in record["write"]), f"{name} wrote no output"
 
 

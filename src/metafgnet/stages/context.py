@@ -1,7 +1,10 @@
 """What every pipeline stage shares: params, device, prepared data, the tracking run.
 
 A stage is ``with open_stage(name, sections) as ctx: ...``. Start-up decisions (device,
-precision, threads, seeds) are made here once and passed down.
+precision, threads, seeds, the process group) are made here once and passed down, for the stages
+that declare ``runtime``: only they import the training and distributed code, so a stage that
+does not (``prepare``, ``report``) neither depends on it in ``dvc.yaml`` nor re-runs when it
+changes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,13 +28,11 @@ from metafgnet.data import (
     loader_kwargs,
     train_transform,
 )
-from metafgnet.distributed import DistContext, init_distributed, relaunch_under_torchrun, teardown
-from metafgnet.errors import UserError
+from metafgnet.errors import Interrupted, UserError
 from metafgnet.io import TsvAppender, file_digest
 from metafgnet.params import (
     ExecutionParams,
     Params,
-    RuntimeParams,
     TrackingParams,
     load_params,
     to_dict,
@@ -39,8 +41,9 @@ from metafgnet.provenance import repo_root
 from metafgnet.stages import audit
 from metafgnet.stages.failure import debugging, fail
 from metafgnet.tracking import NullRun, stage_run
-from metafgnet.training import TrainingInterrupted, make_autocast, setup_runtime
-from metafgnet.training.monitor import without_timing
+
+if TYPE_CHECKING:
+    from metafgnet.distributed import DistContext
 
 PREPARED = Path("data/prepared/manifests")
 
@@ -87,7 +90,7 @@ class StageContext:
     run: object  # metafgnet.tracking run (or its no-op twin)
     tracking: TrackingParams  # where results are logged; never changes an output
     execution: ExecutionParams  # how the stage executes; never changes an output
-    dist: DistContext
+    dist: DistContext | None  # None in a stage that does not declare ``runtime``
     checkpoint_dir: Path  # outside every DVC out: DVC deletes outs before a stage runs
     curves: TsvAppender | None = None  # where log_step appends each row (live_curves)
 
@@ -105,6 +108,8 @@ class StageContext:
         earlier upstream result is set aside instead of resumed. ``seed``: default the top-level
         ``seed`` (source pretraining passes its own).
         """
+        from metafgnet.training import make_autocast
+
         p = self.params
         fingerprint = {"params": p.declared(), "data": self.data.digest,
                        **{str(path): file_digest(path) for path in inputs}}
@@ -137,6 +142,8 @@ class StageContext:
         metrics = {k: float(v) for k, v in row.items() if isinstance(v, int | float) and k != "step"}
         self.run.log_metrics(metrics, step=step)
         if self.curves is not None:
+            from metafgnet.training.monitor import without_timing
+
             self.curves.append(without_timing(row))
         shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                          if "loss" in k or "top1" in k or k == "images_per_s")
@@ -164,26 +171,26 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
     """
     audit.start()
     _configure_logging()
+    dist = None
     try:
         params = load_params(os.environ.get("METAFGNET_PARAMS", "params.yaml"))
-        runtime = params.runtime if "runtime" in sections else RuntimeParams()
-        relaunch_under_torchrun(runtime.nproc)
-        dist = init_distributed(runtime)
-        device = setup_runtime(runtime, params.seed if "seed" in sections else 0, dist=dist)
+        dist, device = (_start_runtime(params, sections) if "runtime" in sections
+                        else (None, torch.device("cpu")))
+        is_main = dist is None or dist.is_main
         data = load_prepared(PREPARED) if needs_data else None
         run_cm = (stage_run(name, params, sections, tracking=params.tracking,
                             data_digest=data.digest if data is not None else None,
                             device=str(device), lineage=lineage)
-                  if dist.is_main else contextlib.nullcontext(NullRun(name)))
+                  if is_main else contextlib.nullcontext(NullRun(name)))
         with run_cm as run:
             if data is not None:  # the splits as the run's MLflow dataset inputs (no image read)
                 run.log_datasets(data)
             yield StageContext(name, DeclaredParams(params, sections), device, data, run,
                                params.tracking, params.execution, dist,
                                repo_root() / "checkpoints" / name)
-        if dist.is_main:
+        if is_main:
             audit.finish(name, list(sections))
-    except TrainingInterrupted as exc:
+    except Interrupted as exc:
         log.warning("%s interrupted: %s", name, exc)
         sys.exit(exc.exit_code)
     except UserError as exc:
@@ -191,4 +198,20 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
             raise
         fail(name, exc)
     finally:
-        teardown()
+        if dist is not None:
+            from metafgnet.distributed import teardown
+
+            teardown()
+
+
+def _start_runtime(params: Params, sections: Sequence[str]) -> tuple[DistContext, torch.device]:
+    """Process group (re-executing under ``torchrun`` when ``runtime.nproc > 1``), device,
+    threads and seeds of a stage that declares ``runtime`` (imported here: see the module
+    docstring)."""
+    from metafgnet.distributed import init_distributed, relaunch_under_torchrun
+    from metafgnet.training import setup_runtime
+
+    relaunch_under_torchrun(params.runtime.nproc)
+    dist = init_distributed(params.runtime)
+    device = setup_runtime(params.runtime, params.seed if "seed" in sections else 0, dist=dist)
+    return dist, device

@@ -27,9 +27,11 @@ from metafgnet.tracking.views import view_tags
 
 log = logging.getLogger(__name__)
 
-# Marks a model-training experiment: the MLflow 3 UI then opens on its runs, not on GenAI traces;
-# and installs the runs-table view that compares executions (metafgnet.tracking.views).
-_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development", **view_tags()}
+def _experiment_tags() -> dict[str, str]:
+    """Marks a model-training experiment (the MLflow 3 UI then opens on its runs, not on GenAI
+    traces) and installs the runs-table view that compares executions
+    (:mod:`metafgnet.tracking.views`)."""
+    return {"mlflow.experimentKind": "custom_model_development", **view_tags()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +65,7 @@ def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
     if exp is None:
         try:
             return client.create_experiment(
-                name, artifact_location=artifact_location, tags=_EXPERIMENT_TAGS)
+                name, artifact_location=artifact_location, tags=_experiment_tags())
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -75,7 +77,7 @@ def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
             f"MLflow experiment {name!r} is deleted; restore it (`mlflow experiments restore "
             f"--experiment-id {exp.experiment_id}`) or set another `tracking.experiment`."
         )
-    for key, value in _EXPERIMENT_TAGS.items():
+    for key, value in _experiment_tags().items():
         if exp.tags.get(key) != value:  # an experiment made before this version, or by hand
             client.set_experiment_tag(exp.experiment_id, key, value)
     if artifact_location and exp.artifact_location != artifact_location:

@@ -19,8 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from metafgnet.errors import Interrupted
 
-class TrainingInterrupted(RuntimeError):
+
+class TrainingInterrupted(Interrupted):
     """Training stopped on a signal after writing a checkpoint; rerun the same command.
 
     ``exit_code`` is 128 + the signal number (143 for SIGTERM), what a stage should exit with.
