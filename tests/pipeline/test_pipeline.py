@@ -71,6 +71,13 @@ def test_pipeline_produces_metrics_and_report(tiny_pipeline):
     for arm in ARMS:
         assert arm in report
     assert "ROC AUC" in report and "s / meta-iteration" in report
+    from metafgnet.reporting.report import FINETUNE_CURVES, META_CURVES
+
+    for files, (x, ys) in ((repo.glob("models/meta_train*/curves.tsv"), META_CURVES),
+                           (repo.glob("models/finetune/*/curves.tsv"), FINETUNE_CURVES)):
+        for path in files:  # every panel of the report's figures has its column
+            header = path.read_text().splitlines()[0].split("\t")
+            assert {x, *ys} <= set(header), (path, {x, *ys} - set(header))
     for figure in ("results/report/confusion.png", "results/select/score_distribution.png",
                    "results/select/top_bottom.png"):
         assert (repo / figure).stat().st_size > 0, figure

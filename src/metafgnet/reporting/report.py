@@ -23,6 +23,10 @@ REFERENCES = {  # CUB-200-2011 test top-1 (%), see docs/method.md
     "metafgnet_selected": ("~87.6", "paper headline, unconfirmed"),
 }
 
+# (x column, y columns) of the report's curve figures, read from the stages' curves.tsv
+META_CURVES = ("step", ["inner_loss", "meta_loss", "aux_loss"])
+FINETUNE_CURVES = ("epoch", ["loss", "val_top1"])
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
@@ -94,10 +98,9 @@ def build_report(results: Path, models: Path, metrics_dir: Path, out: Path, targ
     lines += _selection(select) + _cost(metrics_dir)
 
     meta = {s: read_tsv(models / s / "curves.tsv") for s in META_STAGES}
-    plot_curves(meta, "step", ["inner_loss", "meta_loss", "aux_loss"], "meta-training",
-                out / "meta_training")
+    plot_curves(meta, *META_CURVES, "meta-training", out / "meta_training")
     tune = {a: read_tsv(models / "finetune" / a / "curves.tsv") for a in ARMS}
-    plot_curves(tune, "epoch", ["train_loss", "val_top1"], "fine-tuning", out / "finetuning")
+    plot_curves(tune, *FINETUNE_CURVES, "fine-tuning", out / "finetuning")
     conf, _ = _confusion(results / "evaluate" / "predictions.tsv")
     plot_confusion(conf, f"{best} (test)", out / "confusion")
     lines += ["## Curves", "", "![meta-training](meta_training.png)", "",
