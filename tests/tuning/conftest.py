@@ -62,7 +62,6 @@ class Tiny:
 def tiny(tmp_path_factory) -> Tiny:
     import torch
 
-    from metafgnet.checkpoints import save_model
     from metafgnet.data import (
         ImageDataset,
         generate_synthetic,
@@ -71,6 +70,7 @@ def tiny(tmp_path_factory) -> Tiny:
         train_transform,
     )
     from metafgnet.models import build_model
+    from metafgnet.models.files import save_model
     from metafgnet.training import pretrain, setup_runtime
 
     root = tmp_path_factory.mktemp("tune")

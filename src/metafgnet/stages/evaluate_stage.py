@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from metafgnet.checkpoints import load_model
 from metafgnet.distributed import sharded_evaluate
 from metafgnet.evaluation import ARMS
 from metafgnet.io import write_json, write_text, write_tsv
+from metafgnet.models.files import load_model
 from metafgnet.stages.context import StageContext
 
 

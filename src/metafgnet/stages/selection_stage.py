@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metafgnet.checkpoints import load_model
 from metafgnet.distributed import sharded_score_auxiliary
 from metafgnet.io import atomic_path, write_json, write_tsv
+from metafgnet.models.files import load_model
 from metafgnet.reporting.grids import save_image_grid
 from metafgnet.reporting.plots import plot_score_distribution
 from metafgnet.selection import select, selected_class_counts, selection_quality

@@ -11,11 +11,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from metafgnet.checkpoints import load_model, save_model
 from metafgnet.data import Record
 from metafgnet.distributed import sharded_evaluate
 from metafgnet.io import write_json, write_tsv
 from metafgnet.models import build_model
+from metafgnet.models.files import load_model, save_model
 from metafgnet.params import scaled_schedule, to_dict
 from metafgnet.stages.context import StageContext
 from metafgnet.training import (

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from metafgnet.checkpoints import load_model
 from metafgnet.data import ImageDataset, eval_transform, loader_kwargs, train_transform
+from metafgnet.models.files import load_model
 from metafgnet.params import Params, scaled_schedule
 from metafgnet.selection import score_auxiliary, select
 from metafgnet.training import finetune, make_autocast, meta_train, seed_everything

@@ -1,4 +1,6 @@
-"""Model files written by the stages: weights plus the provenance needed to rebuild them.
+"""Model files (``model.pt``) written by the stages: weights plus the provenance needed to
+rebuild them. (Training checkpoints, which also hold optimizer and RNG state, are
+:mod:`metafgnet.training.checkpointing`.)
 
 Every file carries the state dict, the head sizes, the resolved params, the stage, ``seed`` and
 the git revision (every checkpoint carries model, step, params, revision and seed).
@@ -16,7 +18,7 @@ import torch
 
 from metafgnet import __version__
 from metafgnet.io import atomic_path
-from metafgnet.models import MetaFGNet, build_model
+from metafgnet.models.metafgnet import MetaFGNet, build_model
 from metafgnet.params import ModelParams
 from metafgnet.provenance import git_dirty, git_revision
 
