@@ -7,7 +7,7 @@ Typical flow: :func:`generate_synthetic` (or a real dataset on disk) -> :func:`p
 """
 
 from metafgnet.data.cub import read_cub
-from metafgnet.data.dataset import ImageDataset, loader_kwargs
+from metafgnet.data.dataset import ImageDataset, PreparedDatasets, loader_kwargs
 from metafgnet.data.dogs import read_dogs
 from metafgnet.data.errors import DataError
 from metafgnet.data.folder import read_folder
@@ -26,6 +26,7 @@ __all__ = [
     "IMAGENET_STD",
     "DataError",
     "ImageDataset",
+    "PreparedDatasets",
     "loader_kwargs",
     "Listing",
     "PreparedData",

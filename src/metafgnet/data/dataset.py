@@ -11,8 +11,10 @@ from torchvision.transforms import v2
 
 from metafgnet.data.errors import DataError
 from metafgnet.data.images import load_rgb
+from metafgnet.data.manifest import PreparedData
 from metafgnet.data.records import Record
-from metafgnet.params import ExecutionParams
+from metafgnet.data.transforms import eval_transform, train_transform
+from metafgnet.params import DataParams, ExecutionParams
 
 _DEFAULT = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
 
@@ -66,3 +68,27 @@ def loader_kwargs(execution: ExecutionParams, device: torch.device) -> dict:
     if execution.num_workers > 0:
         kwargs["prefetch_factor"] = execution.prefetch_factor
     return kwargs
+
+
+class PreparedDatasets:
+    """The prepared splits as :class:`ImageDataset` s, built one way for the stages and the
+    tuner: a training augmentation by ``style`` (``random_resized_crop`` for pretraining and
+    meta-training, ``random_crop`` for fine-tuning; docs/method.md), or, with ``style=None``,
+    the evaluation transform (validation, test, scoring the auxiliary set)."""
+
+    def __init__(self, data: PreparedData, params: DataParams) -> None:
+        self.data, self.params = data, params
+
+    def _transform(self, style: str | None):
+        return eval_transform(self.params) if style is None else train_transform(self.params, style)
+
+    def target(self, split: str, style: str | None) -> ImageDataset:
+        """Target split ``train|val|test``."""
+        return ImageDataset(self.data.records(split), self.data.root(split),
+                            self._transform(style))
+
+    def auxiliary(self, style: str | None, records: Sequence[Record] | None = None
+                  ) -> ImageDataset:
+        """The auxiliary set, or its subset ``records`` (a selection)."""
+        records = self.data.auxiliary if records is None else records
+        return ImageDataset(records, self.data.root("auxiliary"), self._transform(style))

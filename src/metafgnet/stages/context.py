@@ -23,10 +23,9 @@ import torch
 from metafgnet.data import (
     ImageDataset,
     PreparedData,
-    eval_transform,
+    PreparedDatasets,
     load_prepared,
     loader_kwargs,
-    train_transform,
 )
 from metafgnet.errors import Interrupted, UserError
 from metafgnet.io import TsvAppender, file_digest
@@ -121,17 +120,12 @@ class StageContext:
                 "channels_last": p.runtime.channels_last, "fingerprint_extra": fingerprint}
 
     def target(self, split: str, style: str | None) -> ImageDataset:
-        """Target split ``train|val|test``; ``style`` picks a training augmentation, None = eval."""
-        records = {"train": self.data.train, "val": self.data.val, "test": self.data.test}[split]
-        return ImageDataset(records, self.data.target_root, self._transform(style))
+        """Target split ``train|val|test``; ``style`` picks a training augmentation, None = eval
+        (:class:`metafgnet.data.PreparedDatasets`)."""
+        return PreparedDatasets(self.data, self.params.data).target(split, style)
 
     def auxiliary(self, style: str | None, records=None) -> ImageDataset:
-        records = self.data.auxiliary if records is None else records
-        return ImageDataset(records, self.data.auxiliary_root, self._transform(style))
-
-    def _transform(self, style: str | None):
-        data = self.params.data
-        return eval_transform(data) if style is None else train_transform(data, style)
+        return PreparedDatasets(self.data, self.params.data).auxiliary(style, records)
 
     @property
     def loader_kwargs(self) -> dict:

@@ -16,7 +16,7 @@ from metafgnet.distributed import sharded_evaluate
 from metafgnet.io import write_json, write_tsv
 from metafgnet.models import build_model
 from metafgnet.models.files import load_model, save_model
-from metafgnet.params import scaled_schedule, to_dict
+from metafgnet.params import to_dict
 from metafgnet.stages.context import StageContext
 from metafgnet.training import (
     finetune,
@@ -25,6 +25,7 @@ from metafgnet.training import (
     prepare_model,
     pretrain,
     remove_checkpoints,
+    subset_schedule,
 )
 from metafgnet.training.cost import PeakMemory, loop_cost
 from metafgnet.training.monitor import without_timing
@@ -94,8 +95,7 @@ def run_meta_train(ctx: StageContext, init: Path, out: Path, metrics_path: Path,
     model, arch = _load(ctx, init)
     model.reset_target_head(len(ctx.data.target_classes))
     records = ctx.data.auxiliary if selection is None else read_selection(selection)
-    fraction = len(records) / max(1, len(ctx.data.auxiliary))
-    iterations, milestones = scaled_schedule(p.meta.iterations, p.meta.milestones, fraction)
+    iterations, milestones = subset_schedule(p.meta, len(records), len(ctx.data.auxiliary))
     inputs = [init / "model.pt"] + ([] if selection is None else [selection])
     ctx.live_curves(out / "curves.tsv")
     with PeakMemory(ctx.device) as memory:

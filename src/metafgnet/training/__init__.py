@@ -14,7 +14,13 @@ from metafgnet.training.checkpointing import (
     TrainingInterrupted,
     remove_checkpoints,
 )
-from metafgnet.training.meta_loop import RUNNING_STATS, build_meta_optimizer, meta_step, meta_train
+from metafgnet.training.meta_loop import (
+    RUNNING_STATS,
+    build_meta_optimizer,
+    meta_step,
+    meta_train,
+    subset_schedule,
+)
 from metafgnet.training.monitor import NonFiniteError, WindowMean, fetch_finite, grad_norm
 from metafgnet.training.optim import StepDecay, build_sgd, param_groups, set_grads
 from metafgnet.training.plain import FitResult, finetune, joint_train, pretrain
@@ -59,6 +65,7 @@ __all__ = [
     "set_grads",
     "setup_runtime",
     "split_pair",
+    "subset_schedule",
     "target_pairs",
     "to_device",
     "train_loader",

@@ -68,7 +68,7 @@ from torch.utils.data import Dataset
 from metafgnet.distributed import SINGLE, DistContext, check_divisible, sync_step
 from metafgnet.distributed.collectives import float_buffers, module_state_tensors
 from metafgnet.meta import Batch, MetaGradients, meta_gradients
-from metafgnet.params import MetaParams, to_dict
+from metafgnet.params import MetaParams, scaled_schedule, to_dict
 from metafgnet.progress import Progress
 from metafgnet.training.batches import BatchStream, pair_stream, to_device
 from metafgnet.training.checkpointing import (
@@ -188,6 +188,13 @@ def meta_train(
                 if stopping:
                     raise TrainingInterrupted(step + 1, path, stop.signum or signal.SIGTERM)
     return rows
+
+
+def subset_schedule(meta: MetaParams, kept: int, total: int) -> tuple[int, list[int]]:
+    """docs/method.md, stage 4: meta-training again on ``kept`` of ``total`` auxiliary images
+    runs ``meta.iterations`` and ``meta.milestones`` scaled by the kept fraction
+    (:func:`metafgnet.params.scaled_schedule`)."""
+    return scaled_schedule(meta.iterations, meta.milestones, kept / max(1, total))
 
 
 def build_meta_optimizer(model: nn.Module, meta: MetaParams) -> torch.optim.SGD:

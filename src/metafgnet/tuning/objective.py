@@ -25,39 +25,33 @@ from typing import Any
 
 import torch
 
-from metafgnet.data import ImageDataset, eval_transform, loader_kwargs, train_transform
+from metafgnet.data import PreparedDatasets, loader_kwargs
 from metafgnet.models.files import load_model
-from metafgnet.params import Params, scaled_schedule
+from metafgnet.params import Params
 from metafgnet.selection import score_auxiliary, select
-from metafgnet.training import finetune, make_autocast, meta_train, seed_everything
+from metafgnet.training import (
+    finetune,
+    make_autocast,
+    meta_train,
+    seed_everything,
+    subset_schedule,
+)
 from metafgnet.tuning.space import suggest, trial_params
 
 ReportFn = Callable[[int, float], None]
 
 
-class _Inputs:
-    """The datasets and loop arguments of one trial, built the way the pipeline's stages build
-    them (training augmentations by stage, evaluation transform for val and scoring)."""
+class _Inputs(PreparedDatasets):
+    """The datasets of one trial, built as the pipeline's stages build them, and its loop
+    arguments."""
 
     def __init__(self, params: Params, data: Any, device: torch.device):
-        d = params.data
-        self.data, self.params = data, params
-        self.train_tf = {s: train_transform(d, s) for s in ("random_resized_crop", "random_crop")}
-        self.eval_tf = eval_transform(d)
+        super().__init__(data, params.data)
         # one process, no checkpoints: a killed trial is failed and re-sampled, not resumed
         self.loop = {"device": device, "seed": params.seed,
                      "loader_kwargs": loader_kwargs(params.execution, device),
                      "autocast": make_autocast(params.runtime, device),
                      "channels_last": params.runtime.channels_last}
-
-    def target(self, split: str, style: str | None) -> ImageDataset:
-        tf = self.eval_tf if style is None else self.train_tf[style]
-        return ImageDataset(self.data.records(split), self.data.root(split), tf)
-
-    def auxiliary(self, style: str | None, records: list | None = None) -> ImageDataset:
-        tf = self.eval_tf if style is None else self.train_tf[style]
-        records = self.data.auxiliary if records is None else records
-        return ImageDataset(records, self.data.root("auxiliary"), tf)
 
 
 def run_trial(params: Params, data: Any, init: Path, device: torch.device,
@@ -87,10 +81,7 @@ def run_trial(params: Params, data: Any, init: Path, device: torch.device,
         keep = select(scores, params.select)  # (N,) bool
         records = [r for r, k in zip(data.auxiliary, keep.tolist(), strict=True) if k]
         # as the pipeline's meta_train_selected: schedule scaled to the subset
-        # (docs/method.md, stage 4)
-        fraction = len(records) / max(1, len(data.auxiliary))
-        iterations, milestones = scaled_schedule(params.meta.iterations, params.meta.milestones,
-                                                 fraction)
+        iterations, milestones = subset_schedule(params.meta, len(records), len(data.auxiliary))
         seed_everything(params.seed)
         model.reset_target_head(num_classes)
         meta_train(model, io.target("train", "random_resized_crop"),
