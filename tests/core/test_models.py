@@ -96,7 +96,7 @@ def test_small_resnet_has_no_imagenet_weights():
 
 def test_imagenet_offline_fails_at_once(tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setenv("METAFGNET_OFFLINE", "1")
+    monkeypatch.setenv("METAFGNET_NO_DOWNLOAD", "1")
     start = time.monotonic()
     with pytest.raises(PretrainedWeightsUnavailable, match="nor in the torch hub cache") as err:
         build_model(ModelParams(backbone="resnet34", pretrained="imagenet"), 5, 7)
@@ -106,9 +106,9 @@ def test_imagenet_offline_fails_at_once(tmp_path, monkeypatch, no_network):
 
 
 def test_imagenet_unreachable_host_fails_at_once(tmp_path, monkeypatch):
-    """Without METAFGNET_OFFLINE the host is probed; a refused probe ends in the same error."""
+    """Without METAFGNET_NO_DOWNLOAD the host is probed; a refused probe ends in the same error."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.delenv("METAFGNET_OFFLINE", raising=False)
+    monkeypatch.delenv("METAFGNET_NO_DOWNLOAD", raising=False)
     probes = []
 
     def unreachable(address, timeout=None, **kwargs):
@@ -144,7 +144,7 @@ def test_imagenet_weights_in_data_external_come_first(tmp_path, monkeypatch, no_
 
     monkeypatch.chdir(tmp_path)  # the repository root, as in a stage
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
-    monkeypatch.setenv("METAFGNET_OFFLINE", "1")
+    monkeypatch.setenv("METAFGNET_NO_DOWNLOAD", "1")
     hub = cache_path("resnet18")
     torch.manual_seed(3)
     fake = torchvision.models.resnet18(weights=None).state_dict()

@@ -21,7 +21,7 @@ def test_the_committed_params_are_ready_to_run(capsys):
 
 
 def test_all_problems_are_listed_together(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("METAFGNET_OFFLINE", "1")
+    monkeypatch.setenv("METAFGNET_NO_DOWNLOAD", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))   # an empty weights cache
     path = _params(tmp_path, {
         "data": {"target": "cub", "target_root": str(tmp_path / "CUB"),
@@ -44,7 +44,7 @@ def test_all_problems_are_listed_together(tmp_path, monkeypatch, capsys):
 def test_weights_in_the_cache_are_enough_offline(tmp_path, monkeypatch):
     from metafgnet.models.pretrained import cache_path
 
-    monkeypatch.setenv("METAFGNET_OFFLINE", "1")
+    monkeypatch.setenv("METAFGNET_NO_DOWNLOAD", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     cached = cache_path("resnet18")
     cached.parent.mkdir(parents=True)

@@ -100,7 +100,7 @@ def test_no_git_gives_none(tmp_path, monkeypatch):
 
 def test_no_git_leaves_the_git_tags_out(tmp_path, monkeypatch):
     from metafgnet.params import Params
-    from metafgnet.tracking.record import GIT_COMMIT, GIT_DIRTY, provenance_tags
+    from metafgnet.tracking.run_tags import GIT_COMMIT, GIT_DIRTY, provenance_tags
 
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     monkeypatch.chdir(tmp_path)

@@ -14,7 +14,7 @@ from metafgnet.params import TrackingParams, parse_params
 from metafgnet.tracking import NullRun, StageRun, TrackingError, is_training_stage, stage_run
 from metafgnet.tracking.experiment import open_session
 from metafgnet.tracking.parent import find_or_create_parent
-from metafgnet.tracking.record import all_params, provenance_tags
+from metafgnet.tracking.run_tags import all_params, provenance_tags
 
 PARAMS = parse_params({"seed": 7, "meta": {"order": "first", "inner_lr": 0.05}})
 

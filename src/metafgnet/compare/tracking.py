@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from metafgnet.params import TrackingParams
-from metafgnet.tracking import record
+from metafgnet.tracking import run_tags
 
 
 def _parents(client, experiment_id: str, names: list[str]) -> dict[str, str]:
@@ -21,8 +21,8 @@ def _parents(client, experiment_id: str, names: list[str]) -> dict[str, str]:
     for name in names:
         runs = client.search_runs(
             [experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-            filter_string=(f"tags.`{record.ROLE}` = 'pipeline' and "
-                           f"tags.`{record.DVC_EXP_NAME}` = '{name}'"))
+            filter_string=(f"tags.`{run_tags.ROLE}` = 'pipeline' and "
+                           f"tags.`{run_tags.DVC_EXP_NAME}` = '{name}'"))
         if runs:
             found[name] = runs[0].info.run_id
     return found
@@ -56,7 +56,7 @@ def log_comparison(summary: dict, names: list[str], out: Path, tracking: Trackin
     run = client.create_run(session.experiment_id,
                             run_name=f"compare {factor} over seeds "
                                      f"{','.join(map(str, summary['seeds']))}",
-                            tags={record.ROLE: "compare"})
+                            tags={run_tags.ROLE: "compare"})
     links = "\n".join(f"- `{n}`: [{parents[n]}](#/experiments/{session.experiment_id}/runs/"
                       f"{parents[n]})" if n in parents else f"- `{n}`: no MLflow run found"
                       for n in names)

@@ -5,7 +5,8 @@ name) is read from ``data/external/weights/`` in the repository, a DVC dependenc
 ``pretrain`` stage, or else from the torch hub cache (``$TORCH_HOME/hub/checkpoints/``,
 torchvision's own location). When it is in neither we probe the download host with a short
 timeout and fail at once with a message that says where to put the file, instead of letting
-``urllib`` hang. ``METAFGNET_OFFLINE=1`` skips the probe.
+``urllib`` hang. ``METAFGNET_NO_DOWNLOAD=1`` skips the probe: no download is even tried
+(unrelated to ``tracking.offline``, which is about the tracking server).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def cache_path(arch: str) -> Path:
 
 def _can_reach(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     """True when a TCP connection to the URL's host opens within ``timeout`` seconds."""
-    if os.environ.get("METAFGNET_OFFLINE", "") not in ("", "0"):
+    if os.environ.get("METAFGNET_NO_DOWNLOAD", "") not in ("", "0"):
         return False
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)

@@ -16,8 +16,8 @@ A stage script (one process of ``dvc repro`` / ``dvc exp run``)::
     # open_stage: run.log_datasets(prepared_data)  -> the splits as MLflow dataset inputs
 
 Where runs go: :mod:`.uri`; which processes share a parent run: :mod:`.execution`; parent and
-child runs, failures: :mod:`.parent`, :mod:`.runs`; what is recorded: :mod:`.record`; every
-MLflow call of a stage run: :mod:`.recorder`, made by the execution's tracking agent
+child runs, failures: :mod:`.parent`, :mod:`.runs`; tag keys, provenance tags and flattened
+params: :mod:`.run_tags`; every MLflow call of a stage run: :mod:`.recorder`, made by the execution's tracking agent
 (:mod:`.agent`) or, with ``tracking.agent: false``, by the stage process; models, their metrics
 and the registry's champion rule: :mod:`.models`; dataset inputs: :mod:`.datasets`; offline
 mode: :mod:`.experiment`.

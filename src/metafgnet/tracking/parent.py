@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from metafgnet.tracking import record
+from metafgnet.tracking import run_tags
 from metafgnet.tracking.experiment import store_lock
 from metafgnet.tracking.uri import is_remote
 
@@ -23,8 +23,8 @@ SETTLE_S = 0.5  # spent in the background opener, and only by an execution's fir
 def _search(client, experiment_id: str, execution: str) -> list:
     runs = client.search_runs(
         [experiment_id],
-        filter_string=(f"tags.`{record.ROLE}` = 'pipeline' and "
-                       f"tags.`{record.EXECUTION}` = '{execution}'"),
+        filter_string=(f"tags.`{run_tags.ROLE}` = 'pipeline' and "
+                       f"tags.`{run_tags.EXECUTION}` = '{execution}'"),
         max_results=50,
     )
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
@@ -34,15 +34,15 @@ def parent_name(tags: dict[str, str]) -> str:
     """The DVC experiment's name (else ``<git rev>-<YYYYmmdd-HHMMSS>``), then what differs
     from the baseline commit: ``first-order meta.order=first``; ``... baseline`` when
     nothing does."""
-    name = tags.get(record.DVC_EXP_NAME) or "-".join(
-        filter(None, [tags.get(record.GIT_COMMIT, "")[:7], time.strftime("%Y%m%d-%H%M%S")]))
-    return f"{name} {tags.get(record.OVERRIDES) or 'baseline'}"
+    name = tags.get(run_tags.DVC_EXP_NAME) or "-".join(
+        filter(None, [tags.get(run_tags.GIT_COMMIT, "")[:7], time.strftime("%Y%m%d-%H%M%S")]))
+    return f"{name} {tags.get(run_tags.OVERRIDES) or 'baseline'}"
 
 
 def find_or_create_parent(session, params: dict[str, str], tags: dict[str, str]) -> str:
     """Run id of this execution's parent run, created if this is its first stage.
 
-    ``params``: every params section, dotted (:func:`metafgnet.tracking.record.all_params`).
+    ``params``: every params section, dotted (:func:`metafgnet.tracking.run_tags.all_params`).
 
     Stages of one execution normally run one after another. Should two start together, a local
     store serialises them with a file lock; against a server each creator waits
@@ -56,13 +56,13 @@ def find_or_create_parent(session, params: dict[str, str], tags: dict[str, str])
 def _find_or_create(session, params: dict[str, str], tags: dict[str, str]) -> str:
     from mlflow.entities import Param
 
-    client, execution = session.client, tags[record.EXECUTION]
+    client, execution = session.client, tags[run_tags.EXECUTION]
     found = _search(client, session.experiment_id, execution)
     if found:
         return found[0].info.run_id
-    parent_tags = {**tags, record.ROLE: "pipeline"}
-    if record.GIT_COMMIT in tags:
-        parent_tags["mlflow.source.git.commit"] = tags[record.GIT_COMMIT]
+    parent_tags = {**tags, run_tags.ROLE: "pipeline"}
+    if run_tags.GIT_COMMIT in tags:
+        parent_tags["mlflow.source.git.commit"] = tags[run_tags.GIT_COMMIT]
     run = client.create_run(session.experiment_id, run_name=parent_name(tags), tags=parent_tags)
     mine = run.info.run_id
     client.log_batch(mine, params=[Param(k, v) for k, v in params.items()])

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from metafgnet.params import TrackingParams
-from metafgnet.tracking import record
+from metafgnet.tracking import run_tags
 from metafgnet.tracking.datasets import DatasetInput
 from metafgnet.tracking.experiment import Session, Target, connect, store_lock
 from metafgnet.tracking.models import SCORE_METRIC, Decision, model_metrics
@@ -104,7 +104,7 @@ class Recorder:
         """Find or create the execution's parent run, then create the stage's child run.
 
         ``tags``: provenance of parent and child; ``source``: the stage process's own MLflow
-        source tags (:func:`metafgnet.tracking.record.source_tags`), child only.
+        source tags (:func:`metafgnet.tracking.run_tags.source_tags`), child only.
         """
         from mlflow.entities import Param
         from mlflow.tracking.context.registry import resolve_tags
@@ -115,10 +115,10 @@ class Recorder:
         client = session.client
         parent_id = find_or_create_parent(session, parent_params, tags)
         mark_parent(client, parent_id, "RUNNING")
-        child_tags = {**(source or {}), **tags, record.ROLE: "stage", record.STAGE: stage,
+        child_tags = {**(source or {}), **tags, run_tags.ROLE: "stage", run_tags.STAGE: stage,
                       MLFLOW_PARENT_RUN_ID: parent_id}
-        if record.GIT_COMMIT in tags:
-            child_tags["mlflow.source.git.commit"] = tags[record.GIT_COMMIT]
+        if run_tags.GIT_COMMIT in tags:
+            child_tags["mlflow.source.git.commit"] = tags[run_tags.GIT_COMMIT]
         run = client.create_run(session.experiment_id, run_name=stage,
                                 tags=resolve_tags(child_tags))
         run_id = run.info.run_id
@@ -244,15 +244,15 @@ class Recorder:
         children = client.search_runs(
             [self._session.experiment_id], max_results=1000,
             filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
-        done = {c.data.tags.get(record.STAGE) for c in children}
+        done = {c.data.tags.get(run_tags.STAGE) for c in children}
         ran = [s for s in stages if s in done]
         reused = [s for s in stages if s not in done]
         now = int(time.time() * 1000)
         values = {**metrics, "pipeline/wall_s": (now - parent.info.start_time) / 1000,
                   "pipeline/stages_ran": len(ran), "pipeline/stages_reused": len(reused)}
-        note = record.execution_note(parent.data.tags, ran, reused, metrics, tags)
-        all_tags = {**tags, record.STAGES_RAN: " ".join(ran),
-                    record.STAGES_REUSED: " ".join(reused), "mlflow.note.content": note}
+        note = run_tags.execution_note(parent.data.tags, ran, reused, metrics, tags)
+        all_tags = {**tags, run_tags.STAGES_RAN: " ".join(ran),
+                    run_tags.STAGES_REUSED: " ".join(reused), "mlflow.note.content": note}
         client.log_batch(parent_id,
                          metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
                          tags=[RunTag(k, v) for k, v in all_tags.items()])
@@ -276,12 +276,12 @@ class Recorder:
         """Record the error on child and parent and end both with ``status``; never raises."""
         client = self._client
         steps = [
-            lambda: client.set_tag(self._run_id, record.ERROR, summary),
+            lambda: client.set_tag(self._run_id, run_tags.ERROR, summary),
             lambda: client.log_text(self._run_id, traceback_text, "error/traceback.txt"),
             lambda: self._end(status),
             lambda: mark_parent(client, self._parent_id, status),
-            lambda: client.set_tag(self._parent_id, record.FAILED_STAGE, stage),
-            lambda: client.set_tag(self._parent_id, record.ERROR, f"{stage}: {summary}"[:5000]),
+            lambda: client.set_tag(self._parent_id, run_tags.FAILED_STAGE, stage),
+            lambda: client.set_tag(self._parent_id, run_tags.ERROR, f"{stage}: {summary}"[:5000]),
         ]
         for step in steps:
             try:

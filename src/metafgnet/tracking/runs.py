@@ -14,7 +14,7 @@ agent (:mod:`metafgnet.tracking.agent`), so the stage process never imports MLfl
 ``tracking.agent: false`` one in this process. Metrics logged meanwhile wait in memory; other
 calls wait for the run. The child run is named after the stage and carries the params sections
 the stage reads (dotted keys), ``seed`` and the provenance tags of
-:mod:`metafgnet.tracking.record`; see :mod:`metafgnet.tracking.parent` for the parent.
+:mod:`metafgnet.tracking.run_tags`; see :mod:`metafgnet.tracking.parent` for the parent.
 
 The prepared data a stage reads is logged as the run's dataset inputs
 (:meth:`StageRun.log_datasets`, :mod:`metafgnet.tracking.datasets`); a logged model can carry
@@ -44,7 +44,7 @@ from typing import Any
 
 from metafgnet.params import Params, TrackingParams
 from metafgnet.provenance import repo_root
-from metafgnet.tracking import record
+from metafgnet.tracking import run_tags
 from metafgnet.tracking.buffer import MetricBuffer
 from metafgnet.tracking.datasets import metric_dataset, prepared_datasets
 from metafgnet.tracking.experiment import Target, resolve_target
@@ -96,9 +96,9 @@ class StageRun:
         self._deferred_error: BaseException | None = None
         self._last_step = -1  # the highest step of this run's metrics so far
         self._datasets: dict[str, str] = {}  # dataset inputs logged: name -> digest
-        open_args = (stage, target, tracking, tags, child_params, record.all_params(params),
+        open_args = (stage, target, tracking, tags, child_params, run_tags.all_params(params),
                      system_metrics, str(Path(root).resolve() if root else repo_root()),
-                     record.source_tags())
+                     run_tags.source_tags())
         self._thread = threading.Thread(
             target=self._open, name=f"tracking-open-{stage}", daemon=True, args=open_args)
         self._thread.start()
@@ -107,7 +107,7 @@ class StageRun:
 
     def _open(self, *open_args) -> None:
         try:
-            recorder = _recorder(self._tracking, self.tracking_uri, self._tags[record.EXECUTION])
+            recorder = _recorder(self._tracking, self.tracking_uri, self._tags[run_tags.EXECUTION])
             self._recorder = recorder
             self._opened = recorder.open(*open_args)
             self._buffer.attach(recorder, self._opened.run_id)
@@ -177,7 +177,7 @@ class StageRun:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Extra params (derived values); a key already logged must keep its value."""
-        self._ready().log_params({str(k): record.param_value(v) for k, v in params.items()})
+        self._ready().log_params({str(k): run_tags.param_value(v) for k, v in params.items()})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._ready().set_tags({str(k): str(v) for k, v in tags.items()})
@@ -247,11 +247,11 @@ class StageRun:
         both scores. Returns a :class:`~metafgnet.tracking.recorder.VersionRef` (``.name``,
         ``.version``, ``.alias``, ``.decision``)."""
         check_alias(alias)
-        tags = {k: self._tags[k] for k in (record.EXECUTION, record.DVC_EXP_NAME,
-                                            record.GIT_COMMIT) if k in self._tags}
+        tags = {k: self._tags[k] for k in (run_tags.EXECUTION, run_tags.DVC_EXP_NAME,
+                                            run_tags.GIT_COMMIT) if k in self._tags}
         name = name or self._tracking.registered_model
         ref = self._ready().register_model(model_uri, name, alias,
-                                           {**tags, record.STAGE: self.stage})
+                                           {**tags, run_tags.STAGE: self.stage})
         if ref.decision is not None:
             outcome = ("is the new champion" if ref.decision.promoted
                        else f"stays a challenger, the {alias} is unchanged")
@@ -347,15 +347,15 @@ def stage_run(
     if not tracking.enabled:
         yield NullRun(stage)
         return
-    child_params = record.stage_params(params, sections)  # bad section names fail first
+    child_params = run_tags.stage_params(params, sections)  # bad section names fail first
     if lineage:
-        child_params = record.all_params(params)
+        child_params = run_tags.all_params(params)
     root = Path(root).resolve() if root is not None else repo_root()
     target = resolve_target(tracking, root)
-    tags = record.provenance_tags(params, data_digest, device)
+    tags = run_tags.provenance_tags(params, data_digest, device)
     if target.offline:
-        tags[record.OFFLINE] = "true"
-        tags[record.INTENDED_URI] = redact(target.intended_uri or "")
+        tags[run_tags.OFFLINE] = "true"
+        tags[run_tags.INTENDED_URI] = redact(target.intended_uri or "")
     log_system = (tracking.system_metrics and is_training_stage(stage)
                   if system_metrics is None else system_metrics)
     run = StageRun(stage, params, tracking, target, tags, child_params, log_system, root)

@@ -63,7 +63,7 @@ from metafgnet.training.runtime import AutocastFactory, derive_seed, seed_everyt
 LossFn = Callable[[object], tuple[torch.Tensor, dict[str, torch.Tensor], int]]
 EpochCallback = Callable[[int, dict], None]
 # global step -> every remaining batch of the run, across epochs: ONE loader, so its workers
-# (``data.num_workers``) persist from epoch to epoch instead of restarting at each
+# (``execution.num_workers``) persist from epoch to epoch instead of restarting at each
 BatchesFrom = Callable[[int], Iterable]
 
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from metafgnet.params import Params, flatten, to_dict
-from metafgnet.tracking import record
+from metafgnet.tracking import run_tags
 
 ROLE_PARENT = "tune"
 ROLE_TRIAL = "trial"
@@ -56,7 +56,7 @@ def start_parent(params: Params, study_name: str, storage: str, workers: int) ->
     from metafgnet.tuning.space import describe
 
     session = open_session(params.tracking)
-    tags = {**record.provenance_tags(params), record.ROLE: ROLE_PARENT,
+    tags = {**run_tags.provenance_tags(params), run_tags.ROLE: ROLE_PARENT,
             "optuna.study_name": study_name, "optuna.storage": storage}
     name = f"tune-{study_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = session.client.create_run(session.experiment_id, run_name=name, tags=tags)
@@ -65,7 +65,7 @@ def start_parent(params: Params, study_name: str, storage: str, workers: int) ->
     logged = {**tune, **{f"tune.{k}": v for k, v in describe(params.tune).items()},
               "tune.workers_this_invocation": workers, "seed": params.seed}
     session.client.log_batch(run.info.run_id, params=[
-        Param(k, record.param_value(v)) for k, v in logged.items()])
+        Param(k, run_tags.param_value(v)) for k, v in logged.items()])
     return TrackerRef(session.uri, session.experiment_id, run.info.run_id, study_name)
 
 
@@ -101,13 +101,13 @@ class TrialLogger:
             return None
         from mlflow.entities import Param
 
-        tags = {"mlflow.parentRunId": self.ref.parent_run_id, record.ROLE: ROLE_TRIAL,
+        tags = {"mlflow.parentRunId": self.ref.parent_run_id, run_tags.ROLE: ROLE_TRIAL,
                 STATE_TAG: "RUNNING", "optuna.trial_number": str(trial.number),
                 "optuna.study_name": self.ref.study_name, "worker": str(worker)}
         run = self._client.create_run(self.ref.experiment_id, run_name=f"trial-{trial.number}",
                                       tags=tags)
         run_id = run.info.run_id
-        self._client.log_batch(run_id, params=[Param(k, record.param_value(v))
+        self._client.log_batch(run_id, params=[Param(k, run_tags.param_value(v))
                                                for k, v in values.items()])
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         return run_id
@@ -125,7 +125,7 @@ class TrialLogger:
             self._client.log_metric(run_id, "value", float(value))
         self._client.set_tag(run_id, STATE_TAG, state)
         if error:
-            self._client.set_tag(run_id, record.ERROR, error[:5000])
+            self._client.set_tag(run_id, run_tags.ERROR, error[:5000])
         self._client.set_terminated(run_id, _STATUS[state])
 
     def sync_failed(self, trials: list) -> int:
