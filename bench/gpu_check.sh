@@ -20,7 +20,7 @@ start=$(date +%s)
 # CUDA tests: they skip cleanly without a device (exit code 5 = none collected/run is fine)
 set +e
 "$py" -m pytest -m cuda -q -p no:cacheprovider --junitxml "$out/pytest_cuda.xml" \
-  tests/core tests/scale/test_cuda.py > "$out/pytest_cuda.log" 2>&1
+  tests/meta tests/training tests/selection tests/evaluation tests/models tests/distributed/test_cuda.py > "$out/pytest_cuda.log" 2>&1
 rc=$?
 set -e
 tail -3 "$out/pytest_cuda.log"

@@ -1,4 +1,4 @@
-"""Run under ``torchrun --nproc_per_node 2`` on a machine with >= 2 GPUs (tests/scale/test_cuda.py).
+"""Run under ``torchrun --nproc_per_node 2`` on a machine with >= 2 GPUs (tests/distributed/test_cuda.py).
 
 A short bf16 meta-training over NCCL with pinned-memory loader workers; every rank saves its
 final state to ``<out>/nccl-rank<r>.pt``.
@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from distributed._helpers import KS, KT, images  # noqa: E402
 from metafgnet.distributed import init_distributed, teardown  # noqa: E402
 from metafgnet.params import MetaParams, RuntimeParams  # noqa: E402
 from metafgnet.training import make_autocast, meta_train, setup_runtime  # noqa: E402
-from scale._helpers import KS, KT, images  # noqa: E402
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])

@@ -1,4 +1,4 @@
-"""Run under ``torchrun --nproc_per_node 2`` by tests/scale/test_distributed.py (gloo, CPU).
+"""Run under ``torchrun --nproc_per_node 2`` by tests/distributed/test_distributed.py (gloo, CPU).
 
 Every check the test makes of a real process group is computed here in ONE launch (torchrun
 start-up dominates the cost) and saved by rank 0 (or by every rank, ``*-rank<r>.pt``) under
@@ -17,6 +17,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from distributed._helpers import KS, KT, bn_model, images, plain_model  # noqa: E402
+from distributed.settings import (  # noqa: E402
+    ETA,
+    GRAD_SEED,
+    META,
+    PLAIN_OPTIM,
+    SEED,
+    datasets,
+)
 from metafgnet.distributed import (  # noqa: E402
     init_distributed,
     sharded_evaluate,
@@ -31,15 +40,6 @@ from metafgnet.training.batches import (  # noqa: E402
     EpochPlan,
     ShardedBatchSampler,
     pair_stream,
-)
-from scale._helpers import KS, KT, bn_model, images, plain_model  # noqa: E402
-from scale.settings import (  # noqa: E402
-    ETA,
-    GRAD_SEED,
-    META,
-    PLAIN_OPTIM,
-    SEED,
-    datasets,
 )
 
 CPU = torch.device("cpu")

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from distributed._helpers import KS, KT, images, states_equal, torchrun
 from metafgnet.meta import meta_gradients
 from metafgnet.models import build_model
 from metafgnet.params import MetaParams, ModelParams, RuntimeParams
 from metafgnet.training import make_autocast, meta_train, prepare_model
-from scale._helpers import KS, KT, images, states_equal, torchrun
 
 NO_GPU = "no CUDA device (torch.cuda.is_available() is False)"
 # bf16 keeps 8 mantissa bits. Measured with CPU bf16 autocast on the small ResNet (width 16,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scale._helpers import KS, KT, images
+from distributed._helpers import KS, KT, images
 
 SEED = 5
 GRAD_SEED = 11

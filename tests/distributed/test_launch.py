@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from distributed._helpers import ROOT, bn_model, images, worker_env
 from metafgnet.distributed import SINGLE, init_distributed, torchrun_command
 from metafgnet.distributed.sharding import check_divisible, shard_bounds, shard_segments
 from metafgnet.params import MetaParams, RuntimeParams
 from metafgnet.training import meta_train
-from scale._helpers import ROOT, bn_model, images, worker_env
 
 # starts processes, servers or torchrun: `make test-fast` leaves it out
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_shard_arithmetic():
 
 
 def test_global_batch_sizes_must_split_evenly_over_ranks():
-    from scale._helpers import EmulatedRank, ThreadGroup
+    from distributed._helpers import EmulatedRank, ThreadGroup
 
     ctx = EmulatedRank(rank=0, world_size=3, group=ThreadGroup(3))
     with pytest.raises(ValueError, match=r"meta\.batch_size \(4\) must be divisible by .* \(3\)"):

@@ -1,4 +1,4 @@
-"""Shared by the scale tests and the worker scripts they launch (torchrun / subprocess).
+"""Shared by the distributed and checkpointing tests and the worker scripts they launch (torchrun / subprocess).
 
 Tiny float64 models (one with BatchNorm, one without), seeded datasets, a torchrun launcher on
 a free loopback port, and :class:`EmulatedRank`: the single-process equivalent of a process

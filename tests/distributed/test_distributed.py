@@ -24,13 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metafgnet.evaluation import evaluate
-from metafgnet.meta import batch_loss, meta_gradients
-from metafgnet.params import MetaParams, OptimParams
-from metafgnet.selection import score_auxiliary
-from metafgnet.training import finetune, meta_train, target_pairs
-from metafgnet.training.batches import EpochPlan
-from scale._helpers import (
+from distributed._helpers import (
     KS,
     KT,
     bn_model,
@@ -41,7 +35,13 @@ from scale._helpers import (
     strip_timing,
     torchrun,
 )
-from scale.settings import ETA, GRAD_SEED, META, PLAIN_OPTIM, SEED, datasets
+from distributed.settings import ETA, GRAD_SEED, META, PLAIN_OPTIM, SEED, datasets
+from metafgnet.evaluation import evaluate
+from metafgnet.meta import batch_loss, meta_gradients
+from metafgnet.params import MetaParams, OptimParams
+from metafgnet.selection import score_auxiliary
+from metafgnet.training import finetune, meta_train, target_pairs
+from metafgnet.training.batches import EpochPlan
 
 # starts processes, servers or torchrun: `make test-fast` leaves it out
 pytestmark = pytest.mark.slow

@@ -16,6 +16,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from distributed._helpers import bn_model, states_equal, strip_timing, worker_env
+from distributed.ckpt_worker import ITERATIONS, META, run
+from distributed.settings import SEED, datasets
 from metafgnet.params import JointParams, MetaParams, OptimParams
 from metafgnet.training import (
     CheckpointWarning,
@@ -26,9 +29,6 @@ from metafgnet.training import (
 )
 from metafgnet.training.batches import BatchStream
 from metafgnet.training.checkpointing import Checkpointer, checkpoint_steps, paths_for
-from scale._helpers import bn_model, states_equal, strip_timing, worker_env
-from scale.ckpt_worker import ITERATIONS, META, run
-from scale.settings import SEED, datasets
 
 WORKER = Path(__file__).with_name("ckpt_worker.py")
 CPU = torch.device("cpu")

@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from distributed._helpers import bn_model  # noqa: E402
+from distributed.settings import SEED, datasets  # noqa: E402
 from metafgnet.params import MetaParams  # noqa: E402
 from metafgnet.training import TrainingInterrupted, meta_train  # noqa: E402
-from scale._helpers import bn_model  # noqa: E402
-from scale.settings import SEED, datasets  # noqa: E402
 
 ITERATIONS = 12
 META = dict(iterations=ITERATIONS, batch_size=4, aux_batch_size=4, log_every=1, order="second",
