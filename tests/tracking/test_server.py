@@ -56,7 +56,7 @@ def test_stage_over_http(mlflow_server, monkeypatch):
     assert parent.info.run_name == "http-exp baseline" and parent.info.status == "FINISHED"
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert child.data.params["meta.order"] == "second"
-    assert child.data.params["finetune.epochs"] == "10"
+    assert child.data.params["finetune.epochs"] == str(PARAMS.finetune.epochs)
     history = client.get_metric_history(run.run_id, "train/loss")
     assert [m.step for m in history] == list(range(30))
     assert child.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server
