@@ -18,8 +18,10 @@ def _params_check(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from metafgnet.preflight import problems
+    from metafgnet.preflight import problems, warnings
 
+    for warning in warnings(args.params):
+        print(f"warning: {warning}", file=sys.stderr)
     found = problems(args.params)
     if not found:
         print(f"{args.params}: ready to run (params, device, data, weights, disk)")

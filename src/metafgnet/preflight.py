@@ -1,4 +1,5 @@
-"""Every problem a run would meet, found before the first stage: ``metafgnet check``.
+"""Every problem a run would meet, found before the first stage: ``metafgnet check``, and
+:func:`check_once` before the first stage of every pipeline execution.
 
 A pipeline meets its problems one stage at a time (missing data in ``prepare``, no GPU in
 ``pretrain``, ImageNet weights offline at model construction, a full disk at the first
@@ -9,20 +10,30 @@ problem, each naming the key or file and the fix:
   valid params, so they run only when these are;
 - device: ``runtime.device: cuda`` (or ``nproc`` GPUs) without that many CUDA devices;
 - data: the target and auxiliary sets read by the same readers ``prepare`` uses (names every
-  missing or malformed metadata file), and kept under ``data/external/``, where DVC sees their
-  changes; the synthetic benchmark is generated, so its roots may be missing;
+  missing or malformed metadata file); the synthetic benchmark is generated, so its roots may
+  be missing;
 - weights: ``model.pretrained: imagenet`` without the weights in the torch hub cache and with
   their host unreachable;
 - disk: less than :data:`MIN_FREE_BYTES` free where outputs and checkpoints are written.
+
+:func:`warnings` names what works but is unsafe: a dataset outside ``data/external/``, where
+``dvc repro`` cannot see its files change.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from metafgnet.data.errors import DataError
+from metafgnet.errors import UserError
+from metafgnet.io import file_lock
 from metafgnet.params import Params, ParamsError, load_params
+
+log = logging.getLogger("metafgnet")
 
 MIN_FREE_BYTES = 2 * 2**30
 EXTERNAL = Path("data/external")  # a DVC dependency of ``prepare`` (data/external/README.md)
@@ -34,8 +45,45 @@ def problems(params_file: str | Path = "params.yaml", root: str | Path = ".") ->
         params = load_params(params_file)
     except ParamsError as exc:
         return [line.strip() for line in str(exc).splitlines()[1:]] or [str(exc)]
-    return [*_device(params), *_data(params), *_data_location(params, Path(root)),
-            *_weights(params), *_disk(Path(root))]
+    return [*_device(params), *_data(params), *_weights(params), *_disk(Path(root))]
+
+
+def warnings(params_file: str | Path = "params.yaml", root: str | Path = ".") -> list[str]:
+    """What works but is unsafe (module docstring); empty when the params are invalid."""
+    try:
+        params = load_params(params_file)
+    except ParamsError:
+        return []
+    return _data_location(params, Path(root))
+
+
+class PreflightFailed(UserError):
+    """Problems found before the first stage of an execution, all of them."""
+
+    def __init__(self, found: list[str]) -> None:
+        super().__init__(f"{len(found)} problem(s) found before the first stage "
+                         "(`metafgnet check` lists them too):\n"
+                         + "\n".join(f"- {problem}" for problem in found))
+
+
+def check_once(execution: str, params_file: str | Path, root: str | Path) -> None:
+    """:func:`problems` and :func:`warnings` once per pipeline execution (``execution``: its id,
+    :func:`metafgnet.tracking.execution_id`): the first stage of each ``dvc repro`` or
+    ``dvc exp run`` checks, later stages find its mark. Logs each warning; raises
+    :class:`PreflightFailed` listing every problem, so the execution stops before its first
+    stage does any work."""
+    marks = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / (
+        f"metafgnet-{os.getuid()}")
+    mark = marks / f"checked-{execution}"
+    with file_lock(mark.with_suffix(".lock")):
+        if mark.exists():
+            return
+        found = problems(params_file, root)
+        if found:
+            raise PreflightFailed(found)
+        for warning in warnings(params_file, root):
+            log.warning("%s", warning)
+        mark.touch()
 
 
 def _device(params: Params) -> list[str]:

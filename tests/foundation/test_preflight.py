@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import yaml
 
@@ -33,7 +34,8 @@ def test_all_problems_are_listed_together(tmp_path, monkeypatch, capsys):
     assert "data (target)" in joined and str(tmp_path / "CUB") in joined
     assert "data (auxiliary)" in joined and str(tmp_path / "aux") in joined
     assert "resnet18 weights are neither in data/external/weights nor in the torch hub" in joined
-    assert f"data.target_root ({tmp_path / 'CUB'}) is outside data/external/" in joined
+    assert f"data.target_root ({tmp_path / 'CUB'}) is outside data/external/" in "\n".join(
+        preflight.warnings(path, root=tmp_path))
     if not torch.cuda.is_available():
         assert "runtime.device is cuda but no CUDA device is visible" in joined
     assert main(["check", "--params", str(path)]) == 2
@@ -77,9 +79,21 @@ def test_datasets_must_live_where_dvc_sees_them(tmp_path):
     inside = {"data": {"target": "cub", "target_root": "data/external/CUB",
                        "auxiliary": "none"}}
     path = _params(tmp_path, inside)
-    assert not [p for p in preflight.problems(path, root=tmp_path) if "outside" in p]
+    assert not preflight.warnings(path, root=tmp_path)
     outside = {"data": {"target": "cub", "target_root": str(tmp_path / "elsewhere"),
                         "auxiliary": "folder", "auxiliary_root": "data/external/../aux"}}
-    found = [p for p in preflight.problems(_params(tmp_path, outside), root=tmp_path)
-             if "outside" in p]
+    found = preflight.warnings(_params(tmp_path, outside), root=tmp_path)
     assert [p.split(" ")[0] for p in found] == ["data.target_root", "data.auxiliary_root"]
+
+
+def test_the_check_runs_once_per_execution(tmp_path, monkeypatch):
+    """The first stage of an execution checks; the later stages of the same execution find its
+    mark; another execution checks again and stops on the problems it finds."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    good = _params(tmp_path, {})
+    preflight.check_once("exec-a", good, tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("meta: {order: third}\n")
+    preflight.check_once("exec-a", bad, tmp_path)  # same execution: already checked
+    with pytest.raises(preflight.PreflightFailed, match=r"1 problem\(s\).*\n- meta.order"):
+        preflight.check_once("exec-b", bad, tmp_path)

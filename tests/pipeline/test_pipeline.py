@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 ARMS = ("finetune", "joint", "metafgnet", "metafgnet_selected")
 # Modules whose code cannot change a stage's outputs, so they are not stage deps: where results
 # are logged (tracking), provenance tags, and the audit hook that writes this test's records.
-OBSERVATIONAL = ("src/metafgnet/tracking", "src/metafgnet/provenance.py",
+OBSERVATIONAL = ("src/metafgnet/tracking", "src/metafgnet/provenance.py", "src/metafgnet/preflight.py",
                  "src/metafgnet/stages/audit.py", "src/metafgnet/__init__.py")
 
 

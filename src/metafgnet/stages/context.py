@@ -36,10 +36,11 @@ from metafgnet.params import (
     load_params,
     to_dict,
 )
+from metafgnet.preflight import check_once
 from metafgnet.provenance import repo_root
 from metafgnet.stages import audit
 from metafgnet.stages.failure import debugging, fail
-from metafgnet.tracking import NullRun, stage_run
+from metafgnet.tracking import NullRun, execution_id, stage_run
 
 if TYPE_CHECKING:
     from metafgnet.distributed import DistContext
@@ -167,7 +168,9 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
     _configure_logging()
     dist = None
     try:
-        params = load_params(os.environ.get("METAFGNET_PARAMS", "params.yaml"))
+        params_file = os.environ.get("METAFGNET_PARAMS", "params.yaml")
+        params = load_params(params_file)
+        check_once(execution_id(), params_file, repo_root())  # first stage of the execution
         dist, device = (_start_runtime(params, sections) if "runtime" in sections
                         else (None, torch.device("cpu")))
         is_main = dist is None or dist.is_main
