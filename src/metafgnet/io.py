@@ -41,6 +41,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def user_runtime_dir() -> Path:
+    """This user's private folder for the files processes of one machine share (agent sockets,
+    locks, marks): ``metafgnet-<uid>`` in ``$XDG_RUNTIME_DIR`` or the temp folder, created
+    ``0700`` by whichever process needs it first."""
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    folder = base / f"metafgnet-{os.getuid()}"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
 @contextlib.contextmanager
 def file_lock(path: str | Path, blocking: bool = True) -> Iterator[bool]:
     """Exclusive ``flock`` on ``path`` for the ``with`` block; yields whether it was taken.

@@ -23,14 +23,12 @@ problem, each naming the key or file and the fix:
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from metafgnet.data.errors import DataError
 from metafgnet.errors import UserError
-from metafgnet.io import file_lock
+from metafgnet.io import file_lock, user_runtime_dir
 from metafgnet.params import Params, ParamsError, load_params
 
 log = logging.getLogger("metafgnet")
@@ -72,9 +70,7 @@ def check_once(execution: str, params_file: str | Path, root: str | Path) -> Non
     ``dvc exp run`` checks, later stages find its mark. Logs each warning; raises
     :class:`PreflightFailed` listing every problem, so the execution stops before its first
     stage does any work."""
-    marks = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / (
-        f"metafgnet-{os.getuid()}")
-    mark = marks / f"checked-{execution}"
+    mark = user_runtime_dir() / f"checked-{execution}"
     with file_lock(mark.with_suffix(".lock")):
         if mark.exists():
             return

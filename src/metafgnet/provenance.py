@@ -48,7 +48,7 @@ def git_dirty(cwd: str | Path | None = None) -> bool | None:
     cannot tell (outside git, git missing).
     """
     status = git_output("status", "--porcelain", "--untracked-files=no", "--", ".",
-                  ":(exclude,glob)**/dvc.lock", ":(exclude,glob)metrics/**", cwd=cwd)
+                        ":(exclude,glob)**/dvc.lock", ":(exclude,glob)metrics/**", cwd=cwd)
     return None if status is None else bool(status)
 
 

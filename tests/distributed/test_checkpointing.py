@@ -31,19 +31,12 @@ from metafgnet.training.batches import BatchStream
 from metafgnet.training.checkpointing import Checkpointer, checkpoint_steps, paths_for
 
 WORKER = Path(__file__).with_name("ckpt_worker.py")
+pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 
 
 class Crash(Exception):
     """Stands for a process dying: raised from ``on_step`` before the step's checkpoint."""
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ from metafgnet.training import finetune, meta_train, target_pairs
 from metafgnet.training.batches import EpochPlan
 
 # starts processes, servers or torchrun: `make test-fast` leaves it out
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 CPU = torch.device("cpu")
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -59,14 +59,6 @@ def results(tmp_path_factory):
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     assert "received SIGTERM" in proc.stderr  # the stop request really was a signal
     return {p.stem: torch.load(p, weights_only=False) for p in out.glob("*.pt")}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_ranks_hold_disjoint_slices_whose_union_is_the_single_process_batch(results):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 import yaml
@@ -92,6 +95,8 @@ def test_the_check_runs_once_per_execution(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     good = _params(tmp_path, {})
     preflight.check_once("exec-a", good, tmp_path)
+    marks = tmp_path / "run" / f"metafgnet-{os.getuid()}"  # shared with the agent's sockets
+    assert stat.S_IMODE(marks.stat().st_mode) == 0o700
     bad = tmp_path / "bad.yaml"
     bad.write_text("meta: {order: third}\n")
     preflight.check_once("exec-a", bad, tmp_path)  # same execution: already checked

@@ -32,17 +32,9 @@ from metafgnet.training import (
     train_loader,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 KT, KS = 3, 5  # target / source classes
-
-
-@pytest.fixture(autouse=True)
-def _pinned_threads():
-    """Bit-identical CPU reruns need a fixed thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _images(n, k, seed, size=8):

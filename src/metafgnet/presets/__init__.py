@@ -10,7 +10,6 @@ that git does not hold unless forced.
 from __future__ import annotations
 
 import io
-import subprocess
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from metafgnet.params import (
     read_yaml,
     to_dict,
 )
+from metafgnet.provenance import git_output
 
 
 class UncommittedEditsError(UserError):
@@ -117,12 +117,15 @@ def uncommitted_edits(path: Path, text: str) -> str | None:
 
     Tracked by git: edits are the differences from ``HEAD`` (staged or not). Untracked, or
     outside a git repository: any difference from ``text`` is an edit."""
-    if _git(path, "rev-parse", "--is-inside-work-tree") == (0, "true"):
-        if _git(path, "ls-files", "--error-unmatch", "--", path.name)[0] == 0:
-            code, _ = _git(path, "diff", "--quiet", "--no-ext-diff", "HEAD", "--", path.name)
-            if code == 0:
+    def git(*args: str) -> str | None:
+        return git_output("--literal-pathspecs", *args, cwd=path.parent)
+
+    if git("rev-parse", "--is-inside-work-tree") == "true":
+        if git("ls-files", "--error-unmatch", "--", path.name) is not None:
+            changed = git("diff", "--name-only", "--no-ext-diff", "HEAD", "--", path.name)
+            if changed == "":
                 return None
-            if code == 1:
+            if changed:
                 return "it differs from the last commit"
             # no HEAD yet (or git failed): judge by content, as for an untracked file
         where = "it is not committed to git"
@@ -131,17 +134,6 @@ def uncommitted_edits(path: Path, text: str) -> str | None:
     if path.read_bytes() == text.encode():
         return None
     return f"{where} and differs from what the preset writes"
-
-
-def _git(path: Path, *args: str) -> tuple[int | None, str]:
-    """Exit code and stripped stdout of ``git <args>`` run beside ``path``; ``None`` if git
-    could not run."""
-    cmd = ["git", "--literal-pathspecs", "-C", str(path.parent), *args]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None, ""
-    return done.returncode, done.stdout.strip()
 
 
 def _round_trip() -> YAML:

@@ -170,7 +170,8 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
     try:
         params_file = os.environ.get("METAFGNET_PARAMS", "params.yaml")
         params = load_params(params_file)
-        check_once(execution_id(), params_file, repo_root())  # first stage of the execution
+        root = repo_root()
+        check_once(execution_id(), params_file, root)  # first stage of the execution
         dist, device = (_start_runtime(params, sections) if "runtime" in sections
                         else (None, torch.device("cpu")))
         is_main = dist is None or dist.is_main
@@ -184,7 +185,7 @@ def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
                 run.log_datasets(data)
             yield StageContext(name, DeclaredParams(params, sections), device, data, run,
                                params.tracking, params.execution, dist,
-                               repo_root() / "checkpoints" / name)
+                               root / "checkpoints" / name)
         if is_main:
             audit.finish(name, list(sections))
     except Interrupted as exc:

@@ -38,7 +38,6 @@ import pickle
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -46,7 +45,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import metafgnet
-from metafgnet.io import file_lock
+from metafgnet.io import file_lock, user_runtime_dir
 from metafgnet.tracking.uri import TrackingError
 
 log = logging.getLogger(__name__)
@@ -67,10 +66,9 @@ _TROUBLE = threading.Event()  # an error or a killed stage: the log is kept at e
 
 def socket_path(uri: str, execution: str) -> Path:
     """The agent socket of one execution, tracking URI and code (short: AF_UNIX limit)."""
-    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     code = Path(metafgnet.__file__).resolve().parent
     key = hashlib.sha1(f"{uri}\0{execution}\0{code}\0{sys.executable}".encode()).hexdigest()
-    return base / f"metafgnet-{os.getuid()}" / f"agent-{key[:16]}.sock"
+    return user_runtime_dir() / f"agent-{key[:16]}.sock"
 
 
 def _lock_path(sock: Path) -> Path:
@@ -112,7 +110,6 @@ def _spawn(path: Path) -> subprocess.Popen:
 def connect_agent(uri: str, execution: str) -> tuple[Connection, Path]:
     """A connection to the execution's agent, started if none answers."""
     path = socket_path(uri, execution)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with file_lock(_lock_path(path)):
         with contextlib.suppress(OSError):
             return _connect(path), path
