@@ -8,12 +8,15 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from metafgnet.errors import UserError
 
 
 def default_mode(path: str | Path) -> None:
@@ -41,13 +44,42 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+class UnsafeRuntimeDir(UserError):
+    """The per-user runtime folder exists but another user owns it or may write into it."""
+
+
 def user_runtime_dir() -> Path:
     """This user's private folder for the files processes of one machine share (agent sockets,
-    locks, marks): ``metafgnet-<uid>`` in ``$XDG_RUNTIME_DIR`` or the temp folder, created
-    ``0700`` by whichever process needs it first."""
+    the agent's key, locks, marks): ``metafgnet-<uid>`` in ``$XDG_RUNTIME_DIR`` or the temp
+    folder.
+
+    Created atomically (one ``mkdir``) with mode ``0700`` by whichever process needs it first.
+    An existing one is used only if it is a real folder (not a link) owned by this user and
+    closed to group and others; anything else raises :class:`UnsafeRuntimeDir` naming the
+    folder and the fix. It is never chmod-ed or reused silently: another user who made it first
+    could watch or replace what is put in it.
+    """
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     folder = base / f"metafgnet-{os.getuid()}"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    base.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)  # the umask can only take bits away
+    st = os.lstat(folder)
+    problem = None
+    if not stat.S_ISDIR(st.st_mode):
+        problem = "is not a folder (a link or a file)"
+    elif st.st_uid != os.getuid():
+        problem = f"is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+    elif stat.S_IMODE(st.st_mode) & 0o077:
+        problem = (f"has mode {stat.S_IMODE(st.st_mode):04o}: group or other users may read or "
+                   "write in it")
+    if problem:
+        raise UnsafeRuntimeDir(
+            f"the private runtime folder {folder} {problem}.\n"
+            "metafgnet keeps its tracking agent's socket and key there and refuses to use a "
+            "folder other users can reach. Fix: check who made it and what it holds, then remove "
+            f"it (`rm -r {folder}`; metafgnet recreates it 0700), or point XDG_RUNTIME_DIR at a "
+            "folder of your own.")
     return folder
 
 
