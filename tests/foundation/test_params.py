@@ -110,7 +110,7 @@ def test_cli_params_check_exit_codes(tmp_path):
 
 
 def test_scaled_schedule_keeps_milestones_inside_the_shorter_run():
-    from metafgnet.params import scaled_schedule
+    from metafgnet.training import scaled_schedule
 
     assert scaled_schedule(300, [150, 250], 0.8) == (240, [120, 200])
     assert scaled_schedule(300, [150, 250], 10 / 300) == (10, [5, 8])

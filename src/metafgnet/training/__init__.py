@@ -22,7 +22,13 @@ from metafgnet.training.meta_loop import (
     subset_schedule,
 )
 from metafgnet.training.monitor import NonFiniteError, WindowMean, fetch_finite, grad_norm
-from metafgnet.training.optim import StepDecay, build_sgd, param_groups, set_grads
+from metafgnet.training.optim import (
+    StepDecay,
+    build_sgd,
+    param_groups,
+    scaled_schedule,
+    set_grads,
+)
 from metafgnet.training.plain import FitResult, finetune, joint_train, pretrain
 from metafgnet.training.runtime import (
     AutocastFactory,
@@ -61,6 +67,7 @@ __all__ = [
     "pretrain",
     "remove_checkpoints",
     "resolve_device",
+    "scaled_schedule",
     "seed_everything",
     "set_grads",
     "setup_runtime",

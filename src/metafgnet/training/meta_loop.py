@@ -68,7 +68,7 @@ from torch.utils.data import Dataset
 from metafgnet.distributed import SINGLE, DistContext, check_divisible, sync_step
 from metafgnet.distributed.collectives import float_buffers, module_state_tensors
 from metafgnet.meta import Batch, MetaGradients, meta_gradients
-from metafgnet.params import MetaParams, scaled_schedule, to_dict
+from metafgnet.params import MetaParams, to_dict
 from metafgnet.progress import Progress
 from metafgnet.training.batches import BatchStream, pair_stream, to_device
 from metafgnet.training.checkpointing import (
@@ -80,7 +80,7 @@ from metafgnet.training.checkpointing import (
     training_state,
 )
 from metafgnet.training.monitor import WindowMean, fetch_finite, grad_norm
-from metafgnet.training.optim import StepDecay, build_sgd, set_grads
+from metafgnet.training.optim import StepDecay, build_sgd, scaled_schedule, set_grads
 from metafgnet.training.runtime import AutocastFactory, derive_seed, seed_everything
 
 RUNNING_STATS = ("extra_forward", "inner_pass", "auxiliary_only")
@@ -193,7 +193,7 @@ def meta_train(
 def subset_schedule(meta: MetaParams, kept: int, total: int) -> tuple[int, list[int]]:
     """docs/method.md, stage 4: meta-training again on ``kept`` of ``total`` auxiliary images
     runs ``meta.iterations`` and ``meta.milestones`` scaled by the kept fraction
-    (:func:`metafgnet.params.scaled_schedule`)."""
+    (:func:`metafgnet.training.optim.scaled_schedule`)."""
     return scaled_schedule(meta.iterations, meta.milestones, kept / max(1, total))
 
 

@@ -16,6 +16,15 @@ import torch
 from torch import nn
 
 
+def scaled_schedule(length: int, milestones: list[int], factor: float) -> tuple[int, list[int]]:
+    """A step schedule of ``length`` epochs or iterations run ``factor`` times as long (a
+    selected subset, a tuning budget): the new length (at least 1) and the milestones scaled
+    the same way, kept strictly increasing, at least 1 and below the new length."""
+    new = max(1, round(length * factor))
+    scaled = {max(1, round(m * factor)) for m in milestones}
+    return new, sorted(m for m in scaled if m < new)
+
+
 def param_groups(model: nn.Module, lrs: dict[str, float]) -> list[dict]:
     """SGD groups ``{"name", "params", "lr", "base_lr"}`` for submodules of ``model``.
 

@@ -1,8 +1,9 @@
 """Hyper-parameter search over the MetaFGNet procedure with Optuna, tracked in MLflow.
 
-The search is declared in the ``tune`` section of ``params.yaml`` (:class:`metafgnet.params.
-TuneParams`, validated with the other params) and run by ``metafgnet tune``:
+The search is declared in the ``tune`` section of ``params.yaml`` and run by ``metafgnet tune``:
 
+* :mod:`~metafgnet.tuning.schema`: the ``tune`` section (:class:`TuneParams`, validated with the
+  other params sections);
 * :mod:`~metafgnet.tuning.space`: sampling a trial's values, applying them and the trial budget
   to the params, the nested ``best_params.yaml`` layout;
 * :mod:`~metafgnet.tuning.objective`: one trial = meta-training from the pretrained model,

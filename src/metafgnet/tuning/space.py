@@ -1,6 +1,6 @@
 """The search space of ``tune.space``: sampling a trial, applying it, the nested file layout.
 
-A space maps dotted param keys (``meta.inner_lr``) to :class:`~metafgnet.params.SearchDim`
+A space maps dotted param keys (``meta.inner_lr``) to :class:`~metafgnet.tuning.schema.SearchDim`
 (validated when the params are parsed: the key names a tunable param, type and range fit it).
 A trial's values override those params; the trial budget (``tune.budget``) replaces
 ``meta.iterations`` and ``finetune.epochs`` and scales their milestones by the same factor, so a
@@ -13,15 +13,8 @@ import hashlib
 import json
 from typing import Any
 
-from metafgnet.params import (
-    Params,
-    SearchDim,
-    TuneParams,
-    deep_merge,
-    parse_params,
-    scaled_schedule,
-    to_dict,
-)
+from metafgnet.params import Params, deep_merge, parse_params, to_dict
+from metafgnet.tuning.schema import SearchDim, TuneParams
 
 # The params sections a trial reads (the DVC stage `tune` declares the same).
 SECTIONS = ("seed", "data", "meta", "select", "finetune", "runtime", "tune")
@@ -63,6 +56,8 @@ def current_values(params: Params) -> dict[str, Any]:
 
 def budget_overrides(params: Params) -> dict[str, dict[str, Any]]:
     """``meta.iterations`` / ``finetune.epochs`` from ``tune.budget``, milestones scaled."""
+    from metafgnet.training import scaled_schedule  # torch: only when a trial is built
+
     budget = params.tune.budget
     meta = scaled_schedule(params.meta.iterations, params.meta.milestones,
                            budget.meta_iterations / params.meta.iterations)

@@ -23,8 +23,8 @@ import warnings
 from pathlib import Path
 
 from metafgnet.io import file_lock
-from metafgnet.params import TuneParams
 from metafgnet.provenance import repo_root
+from metafgnet.tuning.schema import TuneParams
 
 DB_NAME = "optuna.db"
 JOURNAL_PREFIX = "journal:"

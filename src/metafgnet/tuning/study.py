@@ -25,9 +25,10 @@ import logging
 import time
 import warnings
 
-from metafgnet.params import Params, TuneParams
+from metafgnet.params import Params
 from metafgnet.progress import Progress
 from metafgnet.tuning.mlflow_log import TrialLogger
+from metafgnet.tuning.schema import TuneParams
 from metafgnet.tuning.space import study_digest
 from metafgnet.tuning.storage import open_storage
 

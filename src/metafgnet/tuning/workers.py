@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metafgnet.params import Params, TuneParams, parse_params, to_dict
+from metafgnet.params import Params, parse_params, to_dict
 from metafgnet.tuning.mlflow_log import TrackerRef, TrialLogger
+from metafgnet.tuning.schema import TuneParams
 from metafgnet.tuning.storage import has_heartbeat
 from metafgnet.tuning.study import counts, make_sampler, open_study, work
 
