@@ -83,7 +83,7 @@ def _record(acc: dict[str, float], s_per_iter: float) -> dict:
     arms = {arm: {"test_top1": acc[arm], "val_top1": acc[arm] / 2, "test_mean_class_acc": 0.0}
             for arm in ARMS}
     cost = {"seconds_per_iter": s_per_iter, "images_per_s": 1.0, "peak_memory_mib": 10.0}
-    return {"params": {}, "metrics": {"metrics/evaluate.json": arms,
+    return {"params": {}, "jobs": 1, "metrics": {"metrics/evaluate.json": arms,
                                       "metrics/meta_train.json": {"cost": cost},
                                       "metrics/meta_train_selected.json": {"cost": cost}}}
 

@@ -57,7 +57,10 @@ def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
         assert (got["low"], got["high"]) == (pytest.approx(expected["low"]),
                                              pytest.approx(expected["high"]))
         assert cond["arms"][arm]["first"]["test_top1"]["n"] == 2
-    assert cond["cost_ratio"]["meta_train"]["seconds_per_iter"] > 0
+    # two points at a time share the cores: their costs are left out of the comparison
+    assert cond["cost_left_out"] == {"first": 2, "second": 2}
+    assert cond["cost"]["meta_train"]["first"]["seconds_per_iter"]["n"] == 0
+    assert cond["contrasts"]["second"]["metafgnet-finetune"]["test_top1"]["n"] == 2
     text = (repo / "results/compare/summary.md").read_text()
     assert "±" in text and "95 %" in text
     assert (repo / "results/compare/compare.png").stat().st_size > 0

@@ -1,5 +1,18 @@
-"""The comparison's results: per arm and level mean ± std over seeds, the paired difference with
-its confidence interval (:mod:`metafgnet.compare.stats`), the cost ratio, a figure, Markdown."""
+"""The comparison's results: per arm and level mean ± std over seeds, the paired contrasts with
+their intervals and power figures (:mod:`metafgnet.compare.stats`), the cost ratio, a figure,
+Markdown.
+
+The contrasts, per condition, each on :data:`CONTRAST_METRICS`:
+
+- the compared factor, ``B − A`` of its two levels, per arm (``difference``);
+- the arm contrasts of :data:`ARM_CONTRASTS` within each execution, per level (``contrasts``):
+  meta-training against plain fine-tuning and against joint training, and the selected
+  auxiliary subset against all of it.
+
+Costs are compared only where they were measured alone: a grid point whose record says it
+shared the cores (``cores_shared`` true, or ``jobs`` above 1) or does not say is left out of the
+cost table, ratio and panel (:func:`measured_alone`).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +20,41 @@ import math
 from pathlib import Path
 
 from metafgnet.compare.grid import EVALUATE, Grid
-from metafgnet.compare.stats import describe, paired_difference, ratio_of_means
+from metafgnet.compare.stats import (
+    BOOTSTRAP_RESAMPLES,
+    MAX_SEEDS,
+    describe,
+    paired_difference,
+    ratio_of_means,
+)
 from metafgnet.evaluation import ARMS
 from metafgnet.io import write_json, write_text
 from metafgnet.reporting.plots import plt, save_figure
 from metafgnet.reporting.summary import META_STAGES
 
-ACCURACY = ("test_top1", "val_top1")
-COST_CAVEAT = ("Times are as each execution ran: executions run side by side (`--jobs` above 1) "
-               "or beside other work share the cores, which confounds them. For the cost of a "
-               "switch, compare executions run one at a time on a quiet machine "
-               "(`--jobs 1`), or the side-by-side measurement of `bench/meta_step.py`.")
+ACCURACY = ("test_top1", "test_mean_class_acc", "val_top1")
+CONTRAST_METRICS = ("test_top1", "test_mean_class_acc")
+META_ARMS = ("metafgnet", "metafgnet_selected")  # the arms a meta-training factor changes
+ARM_CONTRASTS = (("metafgnet", "finetune"), ("metafgnet", "joint"),
+                 ("metafgnet_selected", "metafgnet"))  # (first, second): first − second
+COST_CAVEAT = ("Only executions recorded as run alone (`--jobs 1`) count here: executions run "
+               "side by side share the cores, which confounds their times. Work beside the "
+               "grid on the same machine still does; for the cost of a switch see also the "
+               "side-by-side measurement of `bench/meta_step.py`.")
 COSTS = ("seconds_per_iter", "images_per_s", "peak_memory_mib")
+
+
+def measured_alone(record: dict) -> bool:
+    """Whether a grid point's costs were measured without sharing the cores: its record says
+    ``cores_shared: false``, or (without that flag) ``jobs: 1``. A record that says neither
+    counts as shared: its times cannot be trusted for a comparison."""
+    if "cores_shared" in record:
+        return not record["cores_shared"]
+    return record.get("jobs") == 1
+
+
+def arm_contrast_key(first: str, second: str) -> str:
+    return f"{first}-{second}"
 
 
 def _levels(grid: Grid) -> tuple[str, ...]:
@@ -44,7 +80,7 @@ def _condition(grid: Grid, condition: dict, by_level: dict[str, dict[int, dict]]
         return {s: float(r["metrics"][EVALUATE][arm][key]) for s, r in by_level[level].items()}
 
     def cost_values(level: str, stage: str, key: str) -> list[float]:
-        return [float(c) for r in by_level[level].values()
+        return [float(c) for r in by_level[level].values() if measured_alone(r)
                 if (c := ((r["metrics"].get(f"metrics/{stage}.json") or {}).get("cost") or {})
                     .get(key)) is not None]
 
@@ -52,8 +88,14 @@ def _condition(grid: Grid, condition: dict, by_level: dict[str, dict[int, dict]]
     result = {"condition": condition,
               "arms": {arm: {lvl: {k: describe(list(arm_values(lvl, arm, k).values()))
                                    for k in ACCURACY} for lvl in levels} for arm in ARMS},
+              "contrasts": {lvl: {arm_contrast_key(first, second): {
+                  k: paired_difference(arm_values(lvl, second, k), arm_values(lvl, first, k))
+                  for k in CONTRAST_METRICS} for first, second in ARM_CONTRASTS}
+                  for lvl in levels},
               "cost": {st: {lvl: {k: describe(cost_values(lvl, st, k)) for k in COSTS}
-                            for lvl in levels} for st in META_STAGES}}
+                            for lvl in levels} for st in META_STAGES},
+              "cost_left_out": {lvl: sum(not measured_alone(r) for r in by_level[lvl].values())
+                                for lvl in levels}}
     if grid.factor:
         a, b = levels
         result["difference"] = {arm: {k: paired_difference(arm_values(a, arm, k),
@@ -76,6 +118,53 @@ def _ci(diff: dict) -> str:
     if math.isnan(diff["low"]):
         return f"{100 * diff['mean']:+.2f} (n = {diff['n']}, no interval)"
     return f"{100 * diff['mean']:+.2f} [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}]"
+
+
+def contrast_rows(cond: dict, factor: str | None, levels: list[str]) -> list[tuple[str, dict]]:
+    """``(label, {metric: paired difference})`` of every contrast of a condition, in the order
+    the table and the figure list them: the factor's, per meta-trained arm, then the arm
+    contrasts per level."""
+    rows = []
+    if factor:
+        rows += [(f"{arm}: {factor} {levels[1]} − {levels[0]}", cond["difference"][arm])
+                 for arm in META_ARMS]
+    for lvl in levels:
+        where = f" ({factor}={lvl})" if factor else ""
+        rows += [(f"{first} − {second}{where}",
+                  cond["contrasts"][lvl][arm_contrast_key(first, second)])
+                 for first, second in ARM_CONTRASTS]
+    return rows
+
+
+def _interval(low: float, high: float) -> str:
+    return "-" if math.isnan(low) else f"[{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
+def _seeds(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"> {MAX_SEEDS}" if math.isinf(value) else str(int(value))
+
+
+def _contrast_cells(diff: dict) -> list[str]:
+    ahead = "-" if not diff["n"] else f"{round(diff['ahead'] * diff['n'])}/{diff['n']}"
+    mde = "-" if math.isnan(diff["mde"]) else f"{100 * diff['mde']:.2f}"
+    return [f"{100 * diff['mean']:+.2f}", _interval(diff["low"], diff["high"]),
+            _interval(diff["boot_low"], diff["boot_high"]), ahead, mde,
+            _seeds(diff["seeds_for_one_point"])]
+
+
+CONTRAST_NOTE = (
+    "Each contrast is first − second at the same seed, in accuracy points: the mean paired "
+    "difference, its 95 % Student-t interval, its 95 % paired bootstrap interval (percentile, "
+    f"{BOOTSTRAP_RESAMPLES} resamples of the seeds, fixed seed; it cannot reach beyond the "
+    "observed differences, so with few seeds it is too narrow), and the seeds where the first "
+    "is ahead. An interval that contains 0 does not show a difference. *Detectable* is the "
+    "smallest true difference a two-sided paired t-test at alpha 0.05 finds with power 0.8 at "
+    "this number of seeds and the observed spread of the differences; *seeds for 1 point* is "
+    "how many seeds that test needs to find a one-point difference at that spread (both from "
+    "the noncentral t distribution, taking the observed spread as the true one; - where the "
+    "differences do not vary).")
 
 
 def markdown(summary: dict, command: str) -> str:
@@ -102,7 +191,19 @@ def markdown(summary: dict, command: str) -> str:
                 cells.append(str(min(cond["arms"][arm][lvl][key]["n"] for lvl in levels)))
                 lines.append(f"| {arm} | " + " | ".join(cells) + " |")
             lines.append("")
-        lines += ["**meta-training cost** (median per run, mean ± std over seeds)", "",
+        lines += ["**paired contrasts** (accuracy points)", "",
+                  "| contrast | metric | mean | 95 % t interval | 95 % bootstrap interval | "
+                  "first ahead | detectable | seeds for 1 point |",
+                  "|---|---|" + "---:|" * 6]
+        for label, per_metric in contrast_rows(cond, factor, levels):
+            for key in CONTRAST_METRICS:
+                lines.append(f"| {label} | {key} | "
+                             + " | ".join(_contrast_cells(per_metric[key])) + " |")
+        lines += ["", CONTRAST_NOTE, ""]
+        left_out = cond.get("cost_left_out", {})
+        lines += ["**meta-training cost** (median per run, mean ± std over the seeds measured "
+                  "alone; left out as run beside others or not recorded: "
+                  + ", ".join(f"{lvl} {left_out.get(lvl, 0)}" for lvl in levels) + ")", "",
                   "| stage | " + " | ".join(f"{lvl}: s/iter, MiB" for lvl in levels)
                   + (f" | {levels[1]} / {levels[0]}: time, memory" if factor else "") + " |",
                   "|---|" + "---:|" * (len(levels) + bool(factor))]
@@ -111,43 +212,70 @@ def markdown(summary: dict, command: str) -> str:
                      f"{_pm(per[lvl]['peak_memory_mib'], 1)}" for lvl in levels]
             if factor:
                 r = cond["cost_ratio"][stage]
-                cells.append(f"{r['seconds_per_iter']:.2f}x, {r['peak_memory_mib']:.2f}x")
+                cells.append(", ".join("-" if math.isnan(r[k]) else f"{r[k]:.2f}x"
+                                       for k in ("seconds_per_iter", "peak_memory_mib")))
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
         lines += ["", COST_CAVEAT]
-    lines += ["", "![accuracy and cost per arm and level](compare.png)"]
+    lines += ["", "![paired contrasts with their intervals, and cost per level](compare.png)"]
     return "\n".join(lines) + "\n"
 
 
+def _contrast_panel(ax, rows: list[tuple[str, dict]], key: str) -> None:
+    """One row per contrast: the mean, its t interval (thin) and bootstrap interval (thick)."""
+    for y, (_, per_metric) in enumerate(rows):
+        d = per_metric[key]
+        ax.plot([100 * d["low"], 100 * d["high"]], [y, y], color="C0", lw=1.2,
+                label="95 % t" if y == 0 else None)
+        ax.plot([100 * d["boot_low"], 100 * d["boot_high"]], [y, y], color="C1", lw=4,
+                alpha=0.6, label="95 % bootstrap" if y == 0 else None)
+        ax.plot([100 * d["mean"]], [y], "o", color="k", ms=4)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{key}: first − second (points)")
+    ax.grid(alpha=0.3, axis="x")
+
+
 def figure(summary: dict, out: Path) -> list[Path]:
-    """Accuracy per arm and level with error bars (std over seeds); cost bars per stage."""
-    conds = summary["conditions"]
-    levels = summary["levels"]
-    fig, axes = plt.subplots(len(conds), 2, figsize=(11, 3.6 * len(conds)), squeeze=False)
+    """Per condition: the paired contrasts with their intervals on each of
+    :data:`CONTRAST_METRICS` (one row per contrast), and the meta-training cost per stage and
+    level from the executions measured alone (:func:`measured_alone`)."""
+    conds, levels, factor = summary["conditions"], summary["levels"], summary["factor"]
+    rows_per = [len(contrast_rows(c, factor, levels)) for c in conds]
+    fig, axes = plt.subplots(len(conds), len(CONTRAST_METRICS) + 1,
+                             figsize=(15, sum(0.32 * n + 1.6 for n in rows_per)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.4] * len(CONTRAST_METRICS) + [1]})
     width = 0.8 / len(levels)
     for row, cond in zip(axes, conds, strict=True):
-        for i, lvl in enumerate(levels):
-            stats = [cond["arms"][arm][lvl]["test_top1"] for arm in ARMS]
-            row[0].bar([j + i * width for j in range(len(ARMS))],
-                       [100 * s["mean"] for s in stats], width,
-                       yerr=[0 if math.isnan(s["std"]) else 100 * s["std"] for s in stats],
-                       capsize=3, label=f"{summary['factor']}={lvl}" if summary["factor"] else lvl)
-            cost = [cond["cost"][st][lvl]["seconds_per_iter"] for st in META_STAGES]
-            row[1].bar([j + i * width for j in range(len(META_STAGES))],
-                       [c["mean"] for c in cost], width,
-                       yerr=[0 if math.isnan(c["std"]) else c["std"] for c in cost], capsize=3,
-                       label=lvl)
         title = ", ".join(f"{k}={v}" for k, v in cond["condition"].items())
-        row[0].set_xticks([j + width * (len(levels) - 1) / 2 for j in range(len(ARMS))], ARMS,
-                          fontsize=8)
-        row[0].set_ylabel("test top-1 (%)")
-        row[0].set_title(f"test top-1, mean ± std over seeds {title}".strip())
+        rows = contrast_rows(cond, factor, levels)
+        for ax, key in zip(row, CONTRAST_METRICS, strict=False):
+            _contrast_panel(ax, rows, key)
+            ax.set_title(f"paired contrasts {title}".strip(), fontsize=9)
+            if ax is not row[0]:
+                ax.set_yticklabels([])
         row[0].legend(fontsize=7)
-        row[1].set_xticks([j + width * (len(levels) - 1) / 2 for j in range(len(META_STAGES))],
-                          META_STAGES, fontsize=8)
-        row[1].set_ylabel("s / meta-iteration")
-        row[1].set_title("meta-training cost (median per run)")
-        for ax in row:
-            ax.grid(alpha=0.3, axis="y")
+        cost_ax = row[-1]
+        drawn = False
+        for i, lvl in enumerate(levels):
+            cost = [cond["cost"][st][lvl]["seconds_per_iter"] for st in META_STAGES]
+            if not any(c["n"] for c in cost):
+                continue
+            drawn = True
+            cost_ax.bar([j + i * width for j in range(len(META_STAGES))],
+                        [c["mean"] if c["n"] else 0 for c in cost], width,
+                        yerr=[0 if math.isnan(c["std"]) else c["std"] for c in cost], capsize=3,
+                        label=f"{factor}={lvl}" if factor else lvl)
+        if drawn:
+            cost_ax.legend(fontsize=7)
+        else:
+            cost_ax.text(0.5, 0.5, "no execution measured alone\n(run with --jobs 1)",
+                         ha="center", va="center", transform=cost_ax.transAxes, fontsize=8)
+        cost_ax.set_xticks([j + width * (len(levels) - 1) / 2 for j in range(len(META_STAGES))],
+                           META_STAGES, fontsize=8)
+        cost_ax.set_ylabel("s / meta-iteration")
+        cost_ax.set_title("meta-training cost, executions run alone", fontsize=9)
+        cost_ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, out.with_suffix(".png"), out.with_suffix(".svg"))
 
 

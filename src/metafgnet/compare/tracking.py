@@ -1,8 +1,9 @@
 """One MLflow run per comparison, linking the executions it summarises.
 
 The run (tag ``metafgnet.role = compare``) carries the paired differences and cost ratios as
-metrics (``diff/test_top1/<arm>``, ``diff_low/...``, ``diff_high/...``,
-``cost_ratio/<stage>/seconds_per_iter``), the summary files as artifacts, and the ids of the
+metrics (``diff/test_top1/<arm>``, ``diff_low/...``, ``diff_high/...``, ``diff_boot_low/...``,
+``diff_boot_high/...``, ``mde/...``; the arm contrasts as ``contrast_diff/<level>/test_top1/
+metafgnet-finetune`` and so on; ``cost_ratio/<stage>/seconds_per_iter``), the summary files as artifacts, and the ids of the
 parent runs of the grid's executions (tag ``compare.parent_runs``; its description links them).
 """
 
@@ -32,10 +33,17 @@ def _metrics(summary: dict) -> dict[str, float]:
     out = {}
     for cond in summary["conditions"]:
         prefix = "".join(f"{v}/" for v in cond["condition"].values())
+        stats = (("mean", "diff"), ("low", "diff_low"), ("high", "diff_high"),
+                 ("boot_low", "diff_boot_low"), ("boot_high", "diff_boot_high"), ("mde", "mde"))
         for arm, keys in cond.get("difference", {}).items():
             for key, d in keys.items():
-                for stat, name in (("mean", "diff"), ("low", "diff_low"), ("high", "diff_high")):
+                for stat, name in stats:
                     out[f"{name}/{prefix}{key}/{arm}"] = d[stat]
+        for level, pairs in cond.get("contrasts", {}).items():
+            for pair, keys in pairs.items():
+                for key, d in keys.items():
+                    for stat, name in stats:
+                        out[f"contrast_{name}/{prefix}{level}/{key}/{pair}"] = d[stat]
         for stage, ratios in cond.get("cost_ratio", {}).items():
             for key, value in ratios.items():
                 out[f"cost_ratio/{prefix}{stage}/{key}"] = value
