@@ -12,7 +12,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -94,18 +94,33 @@ def file_lock(path: str | Path, blocking: bool = True) -> Iterator[bool]:
     sqlite uses. The file is left in place: removing it would let two processes lock two
     different files under one name.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
+    handle = hold_lock(path, blocking)
+    if handle is None:
+        yield False
+        return
+    with handle:
         try:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def hold_lock(path: str | Path, blocking: bool = True) -> BinaryIO | None:
+    """The lock of :func:`file_lock` held by an open file: returns the file (closing it, or
+    the process ending however it ends, releases the lock), or None when ``blocking=False``
+    and another process holds it. For locks that outlive a ``with`` block (device leases)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "ab+")  # noqa: SIM115 (returned to the caller, who closes it)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        handle.close()
+        return None
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 def write_text(path: str | Path, text: str) -> None:

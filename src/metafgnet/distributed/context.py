@@ -107,6 +107,11 @@ def launched_by_torchrun() -> bool:
     return all(v in os.environ for v in TORCHRUN_VARS)
 
 
+def wants_cuda(runtime: RuntimeParams) -> bool:
+    """``runtime.device`` is cuda, or auto on a machine with a CUDA device."""
+    return runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available())
+
+
 def init_distributed(
     runtime: RuntimeParams | None = None, *, timeout_s: int = DEFAULT_TIMEOUT_S
 ) -> DistContext:
@@ -127,9 +132,7 @@ def init_distributed(
         raise RuntimeError(
             f"runtime.nproc is {runtime.nproc} but torchrun started {local_world} processes on "
             f"this node: launch with --nproc_per_node {runtime.nproc} (or set runtime.nproc)")
-    wants_cuda = runtime is not None and (
-        runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available()))
-    if wants_cuda:
+    if runtime is not None and wants_cuda(runtime):
         if torch.cuda.device_count() <= local_rank:
             raise RuntimeError(f"LOCAL_RANK {local_rank} has no GPU: only "
                                f"{torch.cuda.device_count()} visible on this node")

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from metafgnet.distributed.context import launched_by_torchrun
+from metafgnet.distributed.devices import hold_devices
 
 
 def torchrun_command(nproc: int, argv: Sequence[str], *, python: str | None = None) -> list[str]:
@@ -29,14 +30,21 @@ def torchrun_command(nproc: int, argv: Sequence[str], *, python: str | None = No
             f"--nproc_per_node={nproc}", *argv]
 
 
-def relaunch_under_torchrun(nproc: int, argv: Sequence[str] | None = None) -> None:
+def relaunch_under_torchrun(nproc: int, argv: Sequence[str] | None = None, *,
+                            gpus: bool = False) -> None:
     """Re-exec the current script under torchrun when ``nproc > 1`` and not already under it.
 
     Returns normally (doing nothing) when ``nproc == 1`` or when the torchrun variables are set.
-    ``argv`` defaults to ``sys.argv`` (the script path and its arguments).
+    ``argv`` defaults to ``sys.argv`` (the script path and its arguments). ``gpus``: first lease
+    ``nproc`` GPUs (:mod:`metafgnet.distributed.devices`, waiting while they are taken) and
+    show the ranks only those (``CUDA_VISIBLE_DEVICES``); the launcher keeps the lease.
     """
     if nproc <= 1 or launched_by_torchrun():
         return
+    if gpus:
+        lease = hold_devices(nproc)
+        lease.inherit()
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(lease.devices)
     cmd = torchrun_command(nproc, list(sys.argv if argv is None else argv))
     sys.stdout.flush()
     sys.stderr.flush()

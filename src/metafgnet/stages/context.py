@@ -207,9 +207,10 @@ def _start_runtime(params: Params, sections: Sequence[str]) -> tuple[DistContext
     threads and seeds of a stage that declares ``runtime`` (imported here: see the module
     docstring)."""
     from metafgnet.distributed import init_distributed, relaunch_under_torchrun
+    from metafgnet.distributed.context import wants_cuda
     from metafgnet.training import setup_runtime
 
-    relaunch_under_torchrun(params.runtime.nproc)
+    relaunch_under_torchrun(params.runtime.nproc, gpus=wants_cuda(params.runtime))
     dist = init_distributed(params.runtime)
     device = setup_runtime(params.runtime, params.seed if "seed" in sections else 0, dist=dist)
     return dist, device

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from metafgnet.distributed.context import launched_by_torchrun
+from metafgnet.distributed.devices import hold_devices
 from metafgnet.params import RuntimeParams
 
 if TYPE_CHECKING:
@@ -80,7 +82,9 @@ def setup_runtime(
 
     ``dist`` (a :class:`metafgnet.distributed.DistContext` of more than one rank): the rank's
     own device (``cuda:<local_rank>`` under NCCL, cpu under gloo) instead of ``runtime.device``'s
-    default one. Every rank is seeded with the same ``seed`` (the ranks differ only by the
+    default one. A single CUDA process (a stage, a tuning worker) leases a GPU of its own for
+    the rest of its life (:mod:`metafgnet.distributed.devices`), waiting while every visible one
+    is leased by another grid point or worker. Every rank is seeded with the same ``seed`` (the ranks differ only by the
     data shard they draw, never by their random streams).
 
     - seeds ``random``, NumPy and torch with ``seed``;
@@ -95,6 +99,9 @@ def setup_runtime(
     device = resolve_device(runtime)
     if dist is not None and dist.enabled and dist.device is not None:
         device = dist.device
+    elif device.type == "cuda" and not launched_by_torchrun():
+        device = torch.device("cuda", hold_devices(1).positions[0])  # a GPU of its own
+        torch.cuda.set_device(device)
     if (threads := threads_per_process(runtime, device, dist)) > 0:
         torch.set_num_threads(threads)
     if runtime.deterministic:
