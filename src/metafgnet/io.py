@@ -8,6 +8,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -29,19 +31,48 @@ def default_mode(path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+def atomic_path(path: str | Path, folder: bool = False) -> Iterator[Path]:
+    """Yield a temporary file (``folder``: an empty folder) beside ``path``; on success it is
+    ``fsync``-ed, given :func:`default_mode` and renamed onto ``path``, then the parent folder is
+    ``fsync``-ed, so after a crash ``path`` holds either the old content or the whole new one.
+    A folder replaces an existing one whole (nothing of the old one survives). On an error
+    ``path`` is left as it was and the temporary is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    name = {"prefix": f".{path.name}.", "suffix": ".tmp", "dir": path.parent}
+    if folder:
+        tmp_path = Path(tempfile.mkdtemp(**name))
+    else:
+        fd, tmp = tempfile.mkstemp(**name)
+        os.close(fd)
+        tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _fsync(tmp_path)
         default_mode(tmp_path)
-        os.replace(tmp_path, path)
+        if folder and path.exists():
+            old = tmp_path.with_name(tmp_path.name + ".old")
+            os.replace(path, old)
+            os.replace(tmp_path, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp_path, path)
+        _fsync(path.parent)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if folder:
+            shutil.rmtree(tmp_path, ignore_errors=True)
+        else:
+            tmp_path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class UnsafeRuntimeDir(UserError):
@@ -128,6 +159,11 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
@@ -175,6 +211,34 @@ def _fmt(value: Any) -> str:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file as the params are read (:func:`parse_yaml_text`)."""
+    return parse_yaml_text(Path(path).read_text())
+
+
+def parse_yaml_text(text: str) -> Any:
+    """Parse YAML text safely, reading ``1e-3`` as a float (YAML 1.1 would read a string)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def file_digest(path: str | Path) -> str:

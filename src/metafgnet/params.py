@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
@@ -18,6 +17,7 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from metafgnet.errors import UserError
+from metafgnet.io import read_yaml
 from metafgnet.sections import Fraction, NonNegInt, PosFloat, PosInt
 from metafgnet.sections import section as _section
 from metafgnet.tuning.schema import TuneParams, check_space_dim
@@ -245,34 +245,6 @@ class Params:
         if problems:
             raise ValueError("\n  ".join(problems))
         return self
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file with :class:`_Loader`."""
-    return parse_yaml_text(Path(path).read_text())
-
-
-def parse_yaml_text(text: str) -> Any:
-    """Parse YAML text with :class:`_Loader`."""
-    return yaml.load(text, Loader=_Loader)
 
 
 class ParamsError(ValueError, UserError):

@@ -50,9 +50,3 @@ def git_dirty(cwd: str | Path | None = None) -> bool | None:
     status = git_output("status", "--porcelain", "--untracked-files=no", "--", ".",
                         ":(exclude,glob)**/dvc.lock", ":(exclude,glob)metrics/**", cwd=cwd)
     return None if status is None else bool(status)
-
-
-def dvc_experiment() -> dict[str, str]:
-    """The DVC experiment variables set by ``dvc exp run`` (empty in a plain ``dvc repro``)."""
-    keys = ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE", "DVC_ROOT")
-    return {k.lower(): os.environ[k] for k in keys if os.environ.get(k)}

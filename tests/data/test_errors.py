@@ -10,6 +10,7 @@ from PIL import Image
 
 from metafgnet.data import (
     DataError,
+    ImageDataset,
     prepare_manifests,
     read_aircraft,
     read_cars,
@@ -246,7 +247,7 @@ def test_non_rgb_images_are_converted_not_rejected(
     params = params_for(cub, aux, target="cub", auxiliary="folder")
     prepared = prepare_manifests(params, tmp_path / "prep")
     for split in ("train", "val", "auxiliary"):
-        dataset = prepared.dataset(split)
+        dataset = ImageDataset(prepared.records(split), prepared.root(split))
         assert all(dataset[i][0].shape == (3, 8, 8) for i in range(len(dataset)))
 
 

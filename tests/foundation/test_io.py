@@ -7,8 +7,7 @@ import stat
 import pytest
 
 from metafgnet.data.staging import staged_dir
-from metafgnet.io import write_json
-from metafgnet.training.checkpointing import write_atomic
+from metafgnet.io import write_bytes, write_json
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ def _mode(path) -> int:
 def test_atomic_files_and_folders_are_readable_by_others(tmp_path, umask_022):
     write_json(tmp_path / "metrics.json", {"a": 1})
     assert _mode(tmp_path / "metrics.json") == 0o644
-    write_atomic(tmp_path / "ckpt" / "state.pt", b"x")
+    write_bytes(tmp_path / "ckpt" / "state.pt", b"x")
     assert _mode(tmp_path / "ckpt" / "state.pt") == 0o644
     with staged_dir(tmp_path / "prepared", owned={"index.json"}) as tmp:
         (tmp / "index.json").write_text("{}")

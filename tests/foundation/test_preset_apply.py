@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from metafgnet.cli import main
-from metafgnet.params import load_params, read_yaml
+from metafgnet.io import read_yaml
+from metafgnet.params import load_params
 from metafgnet.presets import preset_names, render_params, resolve_preset
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -28,7 +28,8 @@ TINY = {
 
 
 def tiny_params() -> dict:
-    from metafgnet.params import deep_merge, read_yaml
+    from metafgnet.io import read_yaml
+    from metafgnet.params import deep_merge
 
     return deep_merge(read_yaml(ROOT / "params.yaml"), TINY)
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from metafgnet.params import ParamsError, deep_merge, parse_params, read_yaml
+from metafgnet.io import read_yaml
+from metafgnet.params import ParamsError, deep_merge, parse_params
 
 DEFAULT_FACTOR = ("meta.order", ("first", "second"))
 DEFAULT_SEEDS = (0, 1, 2)

@@ -133,12 +133,6 @@ class PreparedData:
     def labels(self, split: str) -> list[int]:
         return [r.label for r in self.records(split)]
 
-    def dataset(self, split: str, transform=None):
-        """An :class:`~metafgnet.data.dataset.ImageDataset` over ``split``."""
-        from metafgnet.data.dataset import ImageDataset
-
-        return ImageDataset(self.records(split), self.root(split), transform)
-
 
 def load_prepared(prepared_dir: str | Path, base_dir: str | Path | None = None) -> PreparedData:
     """Read a folder written by :func:`~metafgnet.data.prepare.prepare_manifests`.

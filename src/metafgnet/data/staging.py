@@ -7,19 +7,17 @@ image trees); a success replaces it whole, so no stale file from an earlier run 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from metafgnet.data.errors import DataError, short_list
-from metafgnet.io import default_mode
+from metafgnet.io import atomic_path
 
 
 @contextlib.contextmanager
 def staged_dir(dest: str | Path, owned: set[str]) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``dest``; on success it becomes ``dest``.
+    """Yield an empty temporary folder beside ``dest``; on success it becomes ``dest``
+    (:func:`metafgnet.io.atomic_path`).
 
     ``owned`` names the entries this step writes: an existing ``dest`` holding anything else is
     not ours to delete, so it is refused with a :class:`DataError` before any work is done.
@@ -37,17 +35,5 @@ def staged_dir(dest: str | Path, owned: set[str]) -> Iterator[Path]:
                 f"does not write (it writes {', '.join(sorted(owned))}); choose a new or empty "
                 "folder"
             )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
+    with atomic_path(dest, folder=True) as tmp:
         yield tmp
-        default_mode(tmp)
-        if dest.exists():
-            old = tmp.with_name(tmp.name + ".old")
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

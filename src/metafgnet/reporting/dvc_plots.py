@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from metafgnet.errors import UserError
+from metafgnet.io import write_text
 
 DEFAULT_OUT = Path("dvc_plots_offline")
 
@@ -95,7 +96,7 @@ def render(revs: list[str] | None = None, out: Path = DEFAULT_OUT, repo: Path = 
                         raise UserError(f"plot {title!r}: vl-convert could not render its "
                                         f"vega-lite spec (check its template): {exc}") from exc
                     name = f"{number:02d}_{_slug(title)}" + (f"_{index}" if index else "") + ".svg"
-                    (out / name).write_text(svg)
+                    write_text(out / name, svg)
                     parts.append(f'<figure>{_scoped_svg(svg, f"p{number}_{index}_")}'
                                  f"<figcaption>{html.escape(revisions)}</figcaption></figure>")
                 elif entry.get("type") == "image":
@@ -111,8 +112,8 @@ def render(revs: list[str] | None = None, out: Path = DEFAULT_OUT, repo: Path = 
     note = f"<pre>{html.escape(json.dumps(other, indent=1))}</pre>" if other else ""
     heading = "dvc plots " + (f"diff {' '.join(revs)}" if revs else "show (workspace)")
     page = out / "index.html"
-    page.write_text(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+    write_text(
+        page, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(heading)}</title><style>figure{{display:inline-block;"
         "margin:0 1em 1em 0;vertical-align:top}img{max-width:100%}</style></head><body>"
         f"<h1>{html.escape(heading)}</h1>{note}{''.join(sections)}</body></html>\n")

@@ -90,7 +90,8 @@ def params_overrides(params_file: str | Path = "params.yaml",
     ``dvc exp run -S meta.order=first`` this is ``{"meta.order": "first"}``. Empty when the
     params equal the committed ones, or outside git.
     """
-    from metafgnet.params import flatten, parse_yaml_text, read_yaml
+    from metafgnet.io import parse_yaml_text, read_yaml
+    from metafgnet.params import flatten
 
     rev = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
     committed = git_output("show", f"{rev}:{Path(params_file).as_posix()}", cwd=cwd)

@@ -8,7 +8,7 @@ calls :meth:`Checkpointer.restore` once before its first step, and at each step 
 
 Files: ``ckpt-<step>.pt`` (``torch.save`` payload) and a sidecar ``ckpt-<step>.json`` with the
 payload's SHA-256 and size, the step and the fingerprint digest. Both are written to a temporary
-file, ``fsync``-ed and renamed into place, payload first, then the directory is ``fsync``-ed;
+file, ``fsync``-ed and renamed into place (:func:`metafgnet.io.atomic_path`), payload first;
 a checkpoint counts only once its sidecar exists and matches. The last :data:`KEEP` are kept.
 On restore, a truncated or corrupt latest checkpoint (missing sidecar, wrong size or checksum,
 unreadable payload) is skipped with a warning naming the file and the previous one is used.
@@ -44,7 +44,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ import numpy as np
 import torch
 
 from metafgnet.distributed.context import SINGLE, DistContext
-from metafgnet.io import default_mode
+from metafgnet.io import write_bytes
 from metafgnet.training.preemption import StopRequest, TrainingInterrupted, stop_requests
 
 __all__ = [
@@ -72,7 +71,6 @@ __all__ = [
     "set_rng_state",
     "stop_requests",
     "training_state",
-    "write_atomic",
 ]
 
 log = logging.getLogger("metafgnet")
@@ -132,32 +130,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ files
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a directory be opened
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``: temporary file beside it, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def checkpoint_steps(directory: Path) -> list[int]:
     """Steps that have a payload or a sidecar in ``directory``, newest first."""
     if not directory.is_dir():
@@ -297,11 +269,11 @@ class Checkpointer:
             buffer = io.BytesIO()
             torch.save(payload, buffer)
             data = buffer.getvalue()
-            write_atomic(payload_path, data)
+            write_bytes(payload_path, data)
             sidecar = {"step": steps_done, "bytes": len(data),
                        "sha256": hashlib.sha256(data).hexdigest(),
                        "fingerprint_digest": self.digest}
-            write_atomic(sidecar_path, (json.dumps(sidecar, indent=1) + "\n").encode())
+            write_bytes(sidecar_path, (json.dumps(sidecar, indent=1) + "\n").encode())
             self._prune()
         self.dist.barrier()
         return payload_path

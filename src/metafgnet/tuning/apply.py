@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from metafgnet.io import write_text
-from metafgnet.params import ParamsError, _Loader, flatten, parse_params, read_yaml
+from metafgnet.io import parse_yaml_text, read_yaml, write_text
+from metafgnet.params import ParamsError, flatten, parse_params
 
 _SECTION = re.compile(r"^(?P<name>[A-Za-z_][\w]*):\s*(#.*)?$")
 _KEY = re.compile(r"^(?P<indent>\s+)(?P<name>[A-Za-z_][\w]*):(?P<sp>\s*)(?P<value>[^#]*?)"
@@ -80,7 +80,7 @@ def apply_best(best_file: str | Path, params_file: str | Path) -> dict[str, tupl
         if "." in key:
             raise ParamsError(f"{best_file}: {dotted}: only section.key entries can be applied")
         text = set_value(text, section, key, value)
-    merged = yaml.load(text, Loader=_Loader)
+    merged = parse_yaml_text(text)
     parse_params(merged)  # raises ParamsError naming the key
     if flatten(merged) != {**old, **best}:
         raise ParamsError(f"could not rewrite {params_file} faithfully (unusual layout); merge "
