@@ -23,8 +23,18 @@ Calls are synchronous: an error in the agent comes back as a
 :class:`~metafgnet.tracking.uri.TrackingError` in the stage, and a lost agent fails the stage
 at its next call, so no record is lost silently. Messages are pickled (standard ``pickle``, not
 multiprocessing's reducers, which would move tensors through shared memory): models must be
-instances of classes importable by module path, as for MLflow's own pickle format. The socket
-lives in a ``0700`` folder of this user (``$XDG_RUNTIME_DIR`` or the temp folder).
+instances of classes importable by module path, as for MLflow's own pickle format.
+
+Nothing is unpickled from a peer that has not proved it belongs to this user, both ways, on
+every connection (:func:`handshake_stage` / :func:`handshake_agent`):
+
+* the socket lives in this user's private runtime folder (:func:`metafgnet.io.user_runtime_dir`:
+  ``0700``, owned by the user, else refused);
+* each side reads the peer's uid from the kernel (``SO_PEERCRED``) and drops a peer of another
+  uid;
+* then both prove they hold the user's agent key (:func:`agent_key`: 32 random bytes in
+  ``agent.key`` of that folder, created ``0600`` atomically, refused if another user owns it or
+  may read it) by an HMAC-SHA256 of fresh nonces of the other side; the key never travels.
 """
 
 from __future__ import annotations
@@ -32,12 +42,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import hmac
 import logging
 import os
 import pickle
+import secrets
 import socket
+import stat
+import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -60,6 +75,12 @@ OPS = frozenset({"open", "log_metrics", "log_params", "set_tags", "log_artifact"
                  "register_model",
                  "summarise_execution",
                  "finish", "fail", "pid"})
+KEY_NAME = "agent.key"
+KEY_BYTES = 32
+NONCE_BYTES = 32
+HELLO = b"metafgnet-agent-1:"  # the agent's first message: HELLO + its nonce
+HANDSHAKE_STAGE_S = 120.0  # a stage waits this long for the agent's hello (it imports MLflow first)
+HANDSHAKE_AGENT_S = 10.0  # the agent waits this long for a connected stage's answer
 _MODELS_READY = threading.Event()  # set once model logging is warmed up (_import_model_flavor)
 _TROUBLE = threading.Event()  # an error or a killed stage: the log is kept at exit
 
@@ -77,17 +98,152 @@ def _lock_path(sock: Path) -> Path:
     return sock.with_suffix(".lock")
 
 
+# -- authentication ----------------------------------------------------------------------------
+
+
+class AgentAuthError(TrackingError):
+    """The other end of an agent socket is not a process of this user holding its agent key."""
+
+
+def agent_key() -> bytes:
+    """This user's agent key, created on first use (module docstring): ``agent.key`` in the
+    private runtime folder, 32 random bytes, ``0600``. Created whole under a temporary name and
+    linked into place, so no process ever reads a partial key; an existing file is used only if
+    it is a regular file of this user closed to group and others, of the right size."""
+    path = user_runtime_dir() / KEY_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        _create_key(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:  # ELOOP: a symbolic link
+        raise AgentAuthError(f"{path}: cannot be used as the tracking agent's key ({exc}); "
+                             f"remove it (metafgnet makes a new one)") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        problem = None
+        if not stat.S_ISREG(st.st_mode):
+            problem = "is not a regular file"
+        elif st.st_uid != os.getuid():
+            problem = f"is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+        elif stat.S_IMODE(st.st_mode) & 0o077:
+            problem = f"has mode {stat.S_IMODE(st.st_mode):04o} (group or others may read it)"
+        elif st.st_size != KEY_BYTES:
+            problem = f"holds {st.st_size} bytes, not {KEY_BYTES}"
+        if problem:
+            raise AgentAuthError(f"the tracking agent's key {path} {problem}; remove it "
+                                 "(metafgnet makes a new one) after checking who wrote it")
+        return fh.read()
+
+
+def _create_key(path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{KEY_NAME}.", dir=path.parent)  # 0600
+    try:
+        os.write(fd, secrets.token_bytes(KEY_BYTES))
+        os.close(fd)
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def _check_peer(sock: socket.socket, what: str) -> None:
+    """Raise :class:`AgentAuthError` unless the peer process of ``sock`` runs as this uid."""
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    if uid != os.getuid():
+        raise AgentAuthError(f"the {what} on this socket runs as uid {uid}, not as this user "
+                             f"(uid {os.getuid()})")
+
+
+def _mac(key: bytes, role: bytes, *nonces: bytes) -> bytes:
+    return hmac.new(key, role + b"\0" + b"".join(nonces), "sha256").digest()
+
+
+@contextlib.contextmanager
+def _receive_timeout(sock: socket.socket, seconds: float):
+    """A receive timeout on the socket's descriptor (``SO_RCVTIMEO``: a blocking read then fails
+    with ``EAGAIN``), so that a silent peer cannot hold the handshake for ever."""
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                    struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+    try:
+        yield
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 0))
+
+
+def handshake_stage(sock: socket.socket, key: bytes) -> Connection:
+    """The stage's side, on a connected socket: the peer must be this user's agent (uid, then
+    the key). Returns the connection; raises :class:`AgentAuthError` (nothing was unpickled)."""
+    _check_peer(sock, "process listening")
+    with _receive_timeout(sock, HANDSHAKE_STAGE_S):
+        conn = Connection(os.dup(sock.fileno()))
+        try:
+            hello = conn.recv_bytes(len(HELLO) + NONCE_BYTES)
+            if not hello.startswith(HELLO) or len(hello) != len(HELLO) + NONCE_BYTES:
+                raise AgentAuthError("the process listening on this socket does not speak the "
+                                     "tracking agent's protocol")
+            agent_nonce, own_nonce = hello[len(HELLO):], secrets.token_bytes(NONCE_BYTES)
+            conn.send_bytes(own_nonce + _mac(key, b"stage", agent_nonce, own_nonce))
+            proof = conn.recv_bytes(64)
+        except (EOFError, OSError) as exc:
+            conn.close()
+            raise AgentAuthError(f"the tracking agent dropped or stalled the handshake "
+                                 f"({type(exc).__name__}: {exc}): it does not hold this user's "
+                                 "agent key") from None
+        except AgentAuthError:
+            conn.close()
+            raise
+    if not hmac.compare_digest(proof, _mac(key, b"agent", own_nonce, agent_nonce)):
+        conn.close()
+        raise AgentAuthError("the process listening on this socket does not hold this user's "
+                             "agent key")
+    return conn
+
+
+def handshake_agent(sock: socket.socket, key: bytes) -> Connection:
+    """The agent's side, on an accepted socket: the peer must be a stage of this user (uid,
+    then the key). Returns the connection; raises :class:`AgentAuthError` (nothing unpickled)."""
+    _check_peer(sock, "connected process")
+    with _receive_timeout(sock, HANDSHAKE_AGENT_S):
+        conn = Connection(os.dup(sock.fileno()))
+        own_nonce = secrets.token_bytes(NONCE_BYTES)
+        try:
+            conn.send_bytes(HELLO + own_nonce)
+            answer = conn.recv_bytes(2 * NONCE_BYTES)
+        except (EOFError, OSError) as exc:
+            conn.close()
+            raise AgentAuthError(f"a connected process did not complete the handshake "
+                                 f"({type(exc).__name__}: {exc})") from None
+        stage_nonce, mac = answer[:NONCE_BYTES], answer[NONCE_BYTES:]
+        if len(answer) != 2 * NONCE_BYTES or not hmac.compare_digest(
+                mac, _mac(key, b"stage", own_nonce, stage_nonce)):
+            conn.close()
+            raise AgentAuthError("a connected process does not hold this user's agent key")
+        conn.send_bytes(_mac(key, b"agent", stage_nonce, own_nonce))
+    return conn
+
+
 # -- stage side --------------------------------------------------------------------------------
 
 
 def _connect(path: Path) -> Connection:
+    """A connection to the agent listening on ``path``, authenticated (module docstring).
+
+    ``OSError``: nothing listens there. :class:`AgentAuthError` (a :class:`TrackingError`):
+    something does, but not this user's agent; the stage stops rather than talk to it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
-    except OSError:
+        return handshake_stage(sock, agent_key())
+    except AgentAuthError as exc:
+        raise AgentAuthError(
+            f"refusing the tracking agent socket {path}: {exc}. Nothing was read from it. If "
+            "no agent of yours is running, remove the socket and run the stage again; set "
+            "`tracking.agent: false` to record from the stage process itself.") from None
+    finally:
         sock.close()
-        raise
-    return Connection(sock.detach())
 
 
 _SPAWNED: list[subprocess.Popen] = []  # kept so Python does not warn about a running child
@@ -221,8 +377,7 @@ class _Agent:
 
     def _start(self, sock: socket.socket) -> None:
         sock.setblocking(True)
-        thread = threading.Thread(target=serve_stage, args=(Connection(sock.detach()),),
-                                  daemon=True)
+        thread = threading.Thread(target=_serve_socket, args=(sock,), daemon=True)
         thread.start()
         self.threads.append(thread)
         self.last_active = time.monotonic()
@@ -238,8 +393,22 @@ def _loads(raw: bytes):
             "(not one defined in a script's __main__), or set `tracking.agent: false`") from exc
 
 
+def _serve_socket(sock: socket.socket) -> None:
+    """Authenticate the process on an accepted socket, then serve it (:func:`serve_stage`)."""
+    try:
+        conn = handshake_agent(sock, agent_key())
+    except TrackingError as exc:  # an AgentAuthError, or an unusable key file
+        _TROUBLE.set()
+        log.warning("refused a connection: %s", exc)
+        return
+    finally:
+        sock.close()
+    serve_stage(conn)
+
+
 def serve_stage(conn: Connection) -> None:
-    """Answer one stage's calls on its own Recorder until the stage disconnects."""
+    """Answer one stage's calls on its own Recorder until the stage disconnects (on an
+    authenticated connection: :func:`handshake_agent`)."""
     from metafgnet.tracking.recorder import Recorder
 
     recorder = Recorder()
