@@ -2,34 +2,57 @@
 rebuild them. (Training checkpoints, which also hold optimizer and RNG state, are
 :mod:`metafgnet.training.checkpointing`.)
 
-Every file carries the state dict, the head sizes, the resolved params, the stage, ``seed`` and
-the git revision (every checkpoint carries model, step, params, revision and seed).
-Writes are atomic.
+Every file carries the state dict, the head sizes, the resolved params, the stage, ``seed``, the
+digests of its inputs and ``provenance``: one sha256 over what made it (stage, architecture,
+params, inputs; :func:`provenance_digest`). Nothing else: no commit, dirty flag, version, time,
+host or path, so a file's bytes depend only on its inputs and the same inputs give the same file
+on every commit (DVC then reuses every stage below one that reproduced its output). The commit,
+dirty flag and host of the run that made a file are tags of its MLflow run
+(:mod:`metafgnet.tracking.run_tags`). Writes are atomic.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from metafgnet import __version__
 from metafgnet.io import atomic_path
 from metafgnet.models.metafgnet import MetaFGNet, build_model
 from metafgnet.params import ModelParams
-from metafgnet.provenance import git_dirty, git_revision
+
+
+def provenance_digest(stage: str, arch: dict, params: dict, inputs: dict[str, str]) -> str:
+    """sha256 over what a model file is a function of, besides code: the stage, the
+    architecture, the params sections the stage declares and the digests of its inputs
+    (``{"data": prepared-data digest, "<input path>": sha256 of the file}``).
+
+    The upstream model enters by its content digest, so provenance chains down the pipeline.
+    Code is left out on purpose: code that reproduces the same weights gives the same file
+    (content addressing: DVC stops re-running at the first identical output), and code that
+    changes them changes the file anyway; which commit ran is in MLflow.
+    """
+    text = json.dumps({"stage": stage, "model": arch, "params": params, "inputs": inputs},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def save_model(path: str | Path, model: MetaFGNet, arch: dict, params: dict, stage: str,
-               **extra: Any) -> None:
+               inputs: dict[str, str] | None = None, **extra: Any) -> None:
     """Write ``model`` (moved to CPU) with its provenance to ``path``.
 
     ``arch`` is the ``model`` params section the network was built from (carried from stage to
-    stage, so later stages need not read it); ``params`` the sections the stage used.
+    stage, so later stages need not read it); ``params`` the sections the stage used;
+    ``inputs`` the digests of what it read (:func:`provenance_digest`;
+    :meth:`metafgnet.stages.context.StageContext.input_digests`). The bytes written depend on
+    these arguments alone (module docstring).
     """
+    inputs = dict(inputs or {})
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "num_target_classes": model.target_head.out_features,
@@ -38,9 +61,8 @@ def save_model(path: str | Path, model: MetaFGNet, arch: dict, params: dict, sta
         "params": params,
         "stage": stage,
         "seed": params.get("seed"),
-        "git_revision": git_revision(),
-        "git_dirty": git_dirty(),
-        "version": __version__,
+        "inputs": inputs,
+        "provenance": provenance_digest(stage, dict(arch), params, inputs),
         **extra,
     }
     # saved through a buffer: given a path, torch.save names the archive's records after the

@@ -29,10 +29,16 @@ def _num(value: str):
 
 
 def save_figure(fig, *paths: Path) -> list[Path]:
-    """The figure to each path (format from its suffix), written atomically; closes it."""
+    """The figure to each path (format from its suffix), written atomically; closes it.
+
+    The bytes depend on the figure alone: matplotlib would stamp an SVG with the time it was
+    written (``dc:date``) and name its elements with random ids, so the figures of a cached
+    output would hash differently on every run."""
     for path in paths:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight")
+        fmt = path.suffix.lstrip(".")
+        with atomic_path(path) as tmp, plt.rc_context({"svg.hashsalt": "metafgnet"}):
+            fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight",
+                        metadata={"Date": None} if fmt == "svg" else None)
     plt.close(fig)
     return list(paths)
 

@@ -111,14 +111,23 @@ class StageContext:
         from metafgnet.training import make_autocast
 
         p = self.params
-        fingerprint = {"params": p.declared(), "data": self.data.digest,
-                       **{str(path): file_digest(path) for path in inputs}}
+        fingerprint = {"params": p.declared(), **self.input_digests(*inputs)}
         return {"device": self.device, "seed": p.seed if seed is None else seed,
                 "loader_kwargs": self.loader_kwargs,
                 "autocast": make_autocast(p.runtime, self.device), "dist": self.dist,
                 "checkpoint_dir": self.checkpoint_dir,
                 "checkpoint_every": self.execution.checkpoint_every,
                 "channels_last": p.runtime.channels_last, "fingerprint_extra": fingerprint}
+
+    def input_digests(self, *inputs: Path) -> dict[str, str]:
+        """What the stage read besides params and code: ``{"data": prepared-data digest,
+        "<input path>": sha256 of the file}`` (paths as the stage names them, relative to the
+        repository; a file outside it, such as ImageNet weights in torch's cache, by its name).
+        Fingerprints checkpoints (:meth:`train_kwargs`) and makes a model file's provenance
+        (:func:`metafgnet.models.files.provenance_digest`)."""
+        return {"data": self.data.digest,
+                **{(path.name if path.is_absolute() else path.as_posix()): file_digest(path)
+                   for path in map(Path, inputs)}}
 
     def target(self, split: str, style: str | None) -> ImageDataset:
         """Target split ``train|val|test``; ``style`` picks a training augmentation, None = eval

@@ -14,7 +14,7 @@ from pathlib import Path
 from metafgnet.data import Record
 from metafgnet.distributed import sharded_evaluate
 from metafgnet.io import write_json, write_tsv
-from metafgnet.models import build_model
+from metafgnet.models import build_model, cache_path
 from metafgnet.models.files import load_model, save_model
 from metafgnet.params import to_dict
 from metafgnet.stages.context import StageContext
@@ -32,8 +32,12 @@ from metafgnet.training.monitor import without_timing
 
 
 def _write_outputs(ctx: StageContext, out: Path, model, arch: dict, curves: list[dict],
-                   metrics: dict, metrics_path: Path | None = None) -> None:
+                   metrics: dict, metrics_path: Path | None = None,
+                   inputs: tuple[Path, ...] = ()) -> None:
     """Rank 0 writes the declared outputs; the stage's checkpoints are then dropped.
+
+    ``inputs``: the files the stage read (init model, selection, weights), digested into the
+    model file's provenance with the params and the data digest.
 
     ``metrics_path``: where the metrics go (default ``out/metrics.json``, cached with the
     model); the meta-training stages write theirs, with the loop's ``cost``, to small
@@ -44,7 +48,8 @@ def _write_outputs(ctx: StageContext, out: Path, model, arch: dict, curves: list
         results = without_timing({k: v for k, v in metrics.items() if k != "cost"})
         cached = metrics_path is None
         metrics_path = metrics_path or out / "metrics.json"
-        save_model(out / "model.pt", model, arch, ctx.params.declared(), ctx.name, metrics=results)
+        save_model(out / "model.pt", model, arch, ctx.params.declared(), ctx.name,
+                   inputs=ctx.input_digests(*inputs), metrics=results)
         write_tsv(out / "curves.tsv", [without_timing(row) for row in curves])
         write_json(metrics_path, results if cached else metrics)
         ctx.run.log_artifact(metrics_path)
@@ -69,11 +74,12 @@ def run_pretrain(ctx: StageContext, out: Path) -> dict:
     p = ctx.params
     model = build_model(p.model, len(ctx.data.target_classes), len(ctx.data.auxiliary_classes))
     model = prepare_model(model, p.runtime, ctx.device)
+    inputs = () if p.model.pretrained == "none" else (cache_path(p.model.backbone),)
     ctx.live_curves(out / "curves.tsv")
     curves = pretrain(model, ctx.auxiliary("random_resized_crop"), p.pretrain,
-                      on_epoch=ctx.log_step, **ctx.train_kwargs(seed=p.pretrain.seed))
+                      on_epoch=ctx.log_step, **ctx.train_kwargs(*inputs, seed=p.pretrain.seed))
     metrics = {k: v for k, v in curves[-1].items() if k != "epoch"}
-    _write_outputs(ctx, out, model, to_dict(p.model), curves, metrics)
+    _write_outputs(ctx, out, model, to_dict(p.model), curves, metrics, inputs=inputs)
     return metrics
 
 
@@ -110,7 +116,7 @@ def run_meta_train(ctx: StageContext, init: Path, out: Path, metrics_path: Path,
                "cost": loop_cost(curves, memory)}
     ctx.run.log_metrics({f"cost/{k}": v for k, v in metrics["cost"].items()
                          if isinstance(v, float)})
-    _write_outputs(ctx, out, model, arch, curves, metrics, metrics_path)
+    _write_outputs(ctx, out, model, arch, curves, metrics, metrics_path, inputs=tuple(inputs))
     return metrics
 
 
@@ -124,7 +130,7 @@ def run_joint(ctx: StageContext, init: Path, out: Path) -> dict:
                       val_ds=ctx.target("val", None), on_epoch=ctx.log_step,
                       **ctx.train_kwargs(init / "model.pt"))
     metrics = {"best_epoch": fit.best_epoch, "val_top1": fit.best_val_top1}
-    _write_outputs(ctx, out, model, arch, fit.curves, metrics)
+    _write_outputs(ctx, out, model, arch, fit.curves, metrics, inputs=(init / "model.pt",))
     return metrics
 
 
@@ -136,5 +142,5 @@ def run_finetune(ctx: StageContext, init: Path, out: Path) -> dict:
     fit = finetune(model, ctx.target("train", "random_crop"), ctx.target("val", None), p.finetune,
                    on_epoch=ctx.log_step, **ctx.train_kwargs(init / "model.pt"))
     metrics = {"best_epoch": fit.best_epoch, "val_top1": fit.best_val_top1}
-    _write_outputs(ctx, out, model, arch, fit.curves, metrics)
+    _write_outputs(ctx, out, model, arch, fit.curves, metrics, inputs=(init / "model.pt",))
     return metrics
