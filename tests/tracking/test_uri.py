@@ -71,7 +71,9 @@ def test_server_uri_has_no_local_artifact_location():
 
 
 def test_redact_hides_credentials():
-    assert uri_mod.redact("https://me:secret@host.example:8443/x") == "https://host.example:8443/x"
+    from metafgnet.credentials import redact_url
+
+    assert redact_url("https://me:secret@host.example:8443/x") == "https://host.example:8443/x"
 
 
 def _closed_port() -> int:

@@ -14,7 +14,8 @@ import logging
 import time
 from collections.abc import Mapping
 
-from metafgnet.tracking.uri import TrackingError, redact
+from metafgnet.credentials import redact_url
+from metafgnet.tracking.uri import TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,12 @@ class MetricBuffer:
             self.requests += 1
             del self._pending[: len(batch)]
         if self._failing:
-            log.warning("metric logging to %s recovered", redact(self._uri))
+            log.warning("metric logging to %s recovered", redact_url(self._uri))
             self._failing = False
 
     def _on_failure(self, exc: Exception, final: bool) -> None:
         message = (f"could not log {len(self._pending)} metric values of run {self._run_id} "
-                   f"to {redact(self._uri)}: {exc}")
+                   f"to {redact_url(self._uri)}: {exc}")
         if final or len(self._pending) > MAX_BACKLOG:
             raise TrackingError(message) from exc
         if not self._failing:

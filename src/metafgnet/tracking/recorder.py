@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from metafgnet.credentials import redact_text, redact_url
 from metafgnet.params import TrackingParams
 from metafgnet.tracking import run_tags
 from metafgnet.tracking.datasets import DatasetInput
@@ -31,7 +32,6 @@ from metafgnet.tracking.models import SCORE_METRIC, Decision, model_metrics
 from metafgnet.tracking.models import log_model as _log_model
 from metafgnet.tracking.models import register_model as _register_model
 from metafgnet.tracking.parent import find_or_create_parent, mark_parent
-from metafgnet.tracking.uri import redact
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +273,10 @@ class Recorder:
         mark_parent(self._client, self._parent_id, "FINISHED")
 
     def fail(self, status: str, summary: str, traceback_text: str, stage: str) -> None:
-        """Record the error on child and parent and end both with ``status``; never raises."""
+        """Record the error on child and parent and end both with ``status``; never raises.
+        The user information of any URL in the texts is left out (:mod:`metafgnet.credentials`)."""
         client = self._client
+        summary, traceback_text = redact_text(summary), redact_text(traceback_text)
         steps = [
             lambda: client.set_tag(self._run_id, run_tags.ERROR, summary),
             lambda: client.log_text(self._run_id, traceback_text, "error/traceback.txt"),
@@ -288,7 +290,7 @@ class Recorder:
                 step()
             except Exception as err:  # keep going: the stage's own error matters most
                 log.error("while recording the failure of %s in %s: %s", stage,
-                          redact(self._session.uri), err)
+                          redact_url(self._session.uri), err)
 
     def abandon(self) -> bool:
         """End a run whose stage went away without ending it (a killed stage process) as

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import metafgnet
+from metafgnet.credentials import redact_text
 from metafgnet.params import Params, flatten, to_dict
 from metafgnet.provenance import git_dirty, git_revision
 from metafgnet.tracking.execution import execution_id, params_overrides
@@ -39,8 +40,10 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 
 def param_value(v: Any) -> str:
-    """``str(v)`` cut to MLflow's limit on a param value."""
-    text = str(v)
+    """``str(v)`` without the user information of any URL in it
+    (:func:`metafgnet.credentials.redact_text`: ``tune.storage`` may name a password), cut to
+    MLflow's limit on a param value."""
+    text = redact_text(str(v))
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
 
 
@@ -84,8 +87,9 @@ def source_tags() -> dict[str, str]:
 
 
 def format_overrides(overrides: dict[str, str]) -> str:
-    """``{"meta.order": "first", "seed": "1"}`` -> ``"meta.order=first seed=1"``."""
-    return " ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    """``{"meta.order": "first", "seed": "1"}`` -> ``"meta.order=first seed=1"`` (URLs
+    redacted, as in :func:`param_value`)."""
+    return redact_text(" ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
 
 
 def provenance_tags(params: Params, data_digest: str | None = None,

@@ -42,6 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from metafgnet.credentials import redact_text, redact_url
 from metafgnet.params import Params, TrackingParams
 from metafgnet.provenance import repo_root
 from metafgnet.tracking import run_tags
@@ -50,7 +51,7 @@ from metafgnet.tracking.datasets import metric_dataset, prepared_datasets
 from metafgnet.tracking.experiment import Target, resolve_target
 from metafgnet.tracking.models import DEFAULT_ALIAS, check_alias
 from metafgnet.tracking.null import NullRun
-from metafgnet.tracking.uri import TrackingError, redact
+from metafgnet.tracking.uri import TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class StageRun:
         if self._open_error is not None:
             raise TrackingError(
                 f"could not open the MLflow run of stage {self.stage!r} at "
-                f"{redact(self.tracking_uri)}: {self._open_error}") from self._open_error
+                f"{redact_url(self.tracking_uri)}: {self._open_error}") from self._open_error
         return self._recorder
 
     @property
@@ -180,7 +181,8 @@ class StageRun:
         self._ready().log_params({str(k): run_tags.param_value(v) for k, v in params.items()})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._ready().set_tags({str(k): str(v) for k, v in tags.items()})
+        """Tags (values as text, any URL in them without its user information)."""
+        self._ready().set_tags({str(k): redact_text(str(v)) for k, v in tags.items()})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._ready().log_artifact(str(Path(path).resolve()), artifact_path)
@@ -307,7 +309,7 @@ class StageRun:
                                 self.stage)
         except Exception as err:  # the agent is gone: the stage's own error matters most
             log.error("while recording the failure of %s in %s: %s", self.stage,
-                      redact(self.tracking_uri), err)
+                      redact_url(self.tracking_uri), err)
         self._close()
 
     def _close(self) -> None:
@@ -355,7 +357,7 @@ def stage_run(
     tags = run_tags.provenance_tags(params, data_digest, device)
     if target.offline:
         tags[run_tags.OFFLINE] = "true"
-        tags[run_tags.INTENDED_URI] = redact(target.intended_uri or "")
+        tags[run_tags.INTENDED_URI] = redact_url(target.intended_uri or "")
     log_system = (tracking.system_metrics and is_training_stage(stage)
                   if system_metrics is None else system_metrics)
     run = StageRun(stage, params, tracking, target, tags, child_params, log_system, root)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from metafgnet.credentials import redact_url
 from metafgnet.errors import UserError
 from metafgnet.provenance import repo_root
 
@@ -92,16 +92,6 @@ def artifact_location(uri: str, root: str | Path | None = None) -> str | None:
     return (base / ARTIFACT_DIR).as_uri()
 
 
-def redact(uri: str) -> str:
-    """The URI without user:password, for messages."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Raise :class:`TrackingUnavailable` unless an http(s) tracking server answers ``/health``.
 
@@ -128,8 +118,8 @@ def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
 
 def _unreachable(uri: str, reason: str, timeout: float) -> str:
     return (
-        f"MLflow tracking server {redact(uri)} is unreachable ({reason}; probed "
-        f"{redact(uri).rstrip('/')}/health with a {timeout:g} s timeout). Start the server, point "
-        "MLFLOW_TRACKING_URI at a running one, or set `tracking.offline: true` in params.yaml "
-        f"to record runs in the local repository database ({local_uri()}) instead."
+        f"MLflow tracking server {redact_url(uri)} is unreachable ({reason}; probed "
+        f"{redact_url(uri).rstrip('/')}/health with a {timeout:g} s timeout). Start the server, "
+        "point MLFLOW_TRACKING_URI at a running one, or set `tracking.offline: true` in "
+        f"params.yaml to record runs in the local repository database ({local_uri()}) instead."
     )

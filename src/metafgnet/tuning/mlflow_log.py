@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from metafgnet.credentials import redact_text
 from metafgnet.params import Params, flatten, to_dict
 from metafgnet.tracking import run_tags
 
@@ -125,7 +126,7 @@ class TrialLogger:
             self._client.log_metric(run_id, "value", float(value))
         self._client.set_tag(run_id, STATE_TAG, state)
         if error:
-            self._client.set_tag(run_id, run_tags.ERROR, error[:5000])
+            self._client.set_tag(run_id, run_tags.ERROR, redact_text(error)[:5000])
         self._client.set_terminated(run_id, _STATUS[state])
 
     def sync_failed(self, trials: list) -> int:

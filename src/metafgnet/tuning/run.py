@@ -7,10 +7,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from metafgnet.credentials import redact_url
 from metafgnet.params import Params, deep_merge, parse_params, to_dict
 from metafgnet.tuning.mlflow_log import finish_parent, start_parent
 from metafgnet.tuning.report import write_outputs
-from metafgnet.tuning.storage import open_storage, redact, resolve_url
+from metafgnet.tuning.storage import open_storage, resolve_url
 from metafgnet.tuning.study import fail_running, open_study
 from metafgnet.tuning.workers import run_workers, specs_for
 
@@ -54,7 +55,7 @@ def run_tune(params: Params, *, out: Path, data_dir: Path | None = None, init: P
     study = open_study(params, url)
     if fail_running_first:
         log.warning("marked %d RUNNING trial(s) FAIL (--fail-running)", fail_running(study))
-    shown = redact(url)
+    shown = redact_url(url)
     log.info("study %r in %s: %d trial(s) so far, budget %d, %d worker(s)", tune.study_name,
              shown, len(study.get_trials(deepcopy=False)), tune.n_trials, tune.workers)
     tracker = start_parent(params, tune.study_name, shown, tune.workers)
@@ -83,4 +84,4 @@ def run_tune(params: Params, *, out: Path, data_dir: Path | None = None, init: P
 def report_only(params: Params, out: Path, root: str | Path | None = None) -> dict:
     """Rewrite ``out`` from the stored study without running any trial."""
     url = resolve_url(params.tune.storage, root)
-    return write_outputs(open_study(params, url), params, redact(url), Path(out))
+    return write_outputs(open_study(params, url), params, redact_url(url), Path(out))

@@ -6,7 +6,9 @@
   queued experiment copies write the real repository's study (the root is ``DVC_ROOT``, else the
   git top level, else the current directory);
 * any SQLAlchemy URL (``sqlite:///rel.db`` is made absolute against the repo root;
-  ``postgresql://user:pw@host/db`` lets processes on several machines share one study);
+  ``postgresql://user@host/db`` lets processes on several machines share one study; give
+  the password through libpq's ``PGPASSWORD`` or ``~/.pgpass``, not in the URL, which sits in
+  the committed ``params.yaml``: :mod:`metafgnet.credentials`);
 * ``journal:<path>``: Optuna's ``JournalFileBackend`` (a relative path is taken from the repo
   root). Optuna 5's journal storage has NO heartbeat: a trial whose worker was killed stays
   RUNNING for ever (and keeps its slot of the budget) until failed by hand
@@ -49,13 +51,6 @@ def resolve_url(storage: str, root: str | Path | None = None) -> str:
         raise ValueError(f"tune.storage: {storage!r} is neither a database URL "
                          f"(sqlite:///..., postgresql://...) nor {JOURNAL_PREFIX}<path>")
     return storage
-
-
-def redact(url: str) -> str:
-    """``url`` without a password, for logs and trackers."""
-    from metafgnet.tracking.uri import redact as _redact
-
-    return _redact(url)
 
 
 def has_heartbeat(url: str) -> bool:

@@ -25,6 +25,7 @@ import logging
 import time
 import warnings
 
+from metafgnet.credentials import redact_url
 from metafgnet.params import Params
 from metafgnet.progress import Progress
 from metafgnet.tuning.mlflow_log import TrialLogger
@@ -92,7 +93,8 @@ def open_study(params: Params, url: str, *, sampler=None, storage=None):
         study.set_user_attr(DIGEST_ATTR, digest)
     elif stored != digest:
         raise StudyMismatch(
-            f"study {tune.study_name!r} in {url} was created with another search space, budget "
+            f"study {tune.study_name!r} in {redact_url(url)} was created with another search "
+            "space, budget "
             "or base params (seed, data, meta, select, finetune outside the space); set a new "
             "tune.study_name (or --study-name) to start a fresh study, or delete the old one "
             f"(optuna delete-study --study-name {tune.study_name} --storage <url>)")

@@ -1,0 +1,37 @@
+"""Credentials stay in the environment: every URL the package shows, logs or stores is redacted.
+
+A tracking or storage URL may carry ``user:password@``; params files are committed to git and
+params are logged to MLflow, so the package never writes the user information of a URL
+anywhere: :func:`redact_url` for a URL, :func:`redact_text` for free text (a logged param value,
+a params override, an error message). This module is the one home of that rule.
+
+The password itself belongs in the environment, read by the client that connects:
+
+* MLflow tracking server: ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (or
+  ``MLFLOW_TRACKING_TOKEN``), read by MLflow's own HTTP client;
+* ``tune.storage`` on PostgreSQL: a URL without password (``postgresql://user@host/db``) and
+  libpq's ``PGPASSWORD`` or ``~/.pgpass``, read by the driver at connect time.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+# scheme://userinfo@ : the user information ends at the last "@" before the path
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its ``user:password@`` part (unchanged when it has none)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the ``user:password@`` part of every URL in it removed."""
+    return _USERINFO.sub(r"\g<scheme>", text)
