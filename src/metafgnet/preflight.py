@@ -14,7 +14,9 @@ problem, each naming the key or file and the fix:
   be missing;
 - weights: ``model.pretrained: imagenet`` without the weights in the torch hub cache and with
   their host unreachable;
-- disk: less than :data:`MIN_FREE_BYTES` free where outputs and checkpoints are written.
+- disk: less than :data:`MIN_FREE_BYTES` free where outputs and checkpoints are written;
+- database drivers: a PostgreSQL ``tune.storage`` or tracking URI (``MLFLOW_TRACKING_URI``)
+  without its SQLAlchemy driver (``psycopg`` for ``postgresql://``, the ``postgres`` extra).
 
 :func:`warnings` names what works but is unsafe: a dataset outside ``data/external/``, where
 ``dvc repro`` cannot see its files change.
@@ -22,7 +24,9 @@ problem, each naming the key or file and the fix:
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -43,7 +47,8 @@ def problems(params_file: str | Path = "params.yaml", root: str | Path = ".") ->
         params = load_params(params_file)
     except ParamsError as exc:
         return [line.strip() for line in str(exc).splitlines()[1:]] or [str(exc)]
-    return [*_device(params), *_data(params), *_weights(params), *_disk(Path(root))]
+    return [*_device(params), *_data(params), *_weights(params), *_disk(Path(root)),
+            *_drivers(params)]
 
 
 def warnings(params_file: str | Path = "params.yaml", root: str | Path = ".") -> list[str]:
@@ -147,3 +152,27 @@ def _disk(root: Path) -> list[str]:
         return [f"only {free / 2**30:.1f} GiB free under {root.resolve()}; outputs, the DVC "
                 f"cache and checkpoints need more (at least {MIN_FREE_BYTES / 2**30:.0f} GiB)"]
     return []
+
+
+# SQLAlchemy 2's driver module per URL scheme (a plain ``postgresql://`` is psycopg 3)
+DRIVERS = {"postgresql": ("psycopg", "pip install -e '.[postgres]'"),
+           "postgresql+psycopg": ("psycopg", "pip install -e '.[postgres]'"),
+           "postgresql+psycopg2": ("psycopg2", "pip install psycopg2-binary")}
+
+
+def _drivers(params: Params) -> list[str]:
+    """A database URL whose driver cannot be imported (Optuna and MLflow would fail at their
+    first connection with a long ImportError)."""
+    out = []
+    for key, url in (("tune.storage", params.tune.storage),
+                     ("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))):
+        scheme = url.strip().split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in DRIVERS:
+            continue
+        module, fix = DRIVERS[scheme]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            out.append(f"{key} is a {scheme}:// URL but its driver `{module}` is not installed; "
+                       f"{fix}")
+    return out
