@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import struct
 import sys
 import xml.etree.ElementTree as ET
@@ -96,3 +97,26 @@ def test_outside_a_dvc_repo_and_a_bad_revision_are_one_clear_error(repo, tmp_pat
     out = _metafgnet(["no-such-rev"], root, env, check=False)
     assert out.returncode == 2 and "unknown Git revision" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_revision_whose_outputs_are_not_cached_is_one_line_with_the_fix(repo):
+    """The plots of a stage output whose cache is gone (a fresh clone, or another machine's
+    ``dvc.lock``): one line naming the revision, the output and both fixes, no page."""
+    root, env = repo
+    (root / "dvc.yaml").write_text(
+        "stages:\n  curve:\n    cmd: mkdir -p out && printf 'step\\tloss\\n0\\t1\\n1\\t0.5\\n'"
+        " > out/curve.tsv\n    outs:\n      - out\n" + DVC_YAML.replace("curve.tsv", "out/curve.tsv"))
+    run([sys.executable, "-m", "dvc", "repro", "-q"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "curve from a stage"], root, env)
+    _metafgnet(["HEAD", "--out", "cached"], root, env)  # cached: a page, both revisions
+    assert "workspace, HEAD" in (root / "cached" / "index.html").read_text()
+
+    shutil.rmtree(root / ".dvc" / "cache")
+    out = _metafgnet(["HEAD", "--out", "uncached"], root, env, check=False)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: the outputs of HEAD are not in this DVC cache (out/curve.tsv)")
+    assert "`dvc repro` at that revision" in lines[0] and "`dvc pull`" in lines[0]
+    assert "DataIndexDirError" not in out.stderr and not (root / "uncached").exists()

@@ -6,7 +6,8 @@ for the same plots as JSON (``--json``: complete vega-lite specs with the data i
 plots as PNG files DVC copies out per revision), renders every spec to SVG with vl-convert (which
 bundles vega, no network) and writes ``index.html`` with the SVGs inlined and the images embedded
 as data URIs, plus one ``.svg`` file per spec beside it. The page references nothing outside
-itself.
+itself. A revision whose outputs are not in the DVC cache is one error line with the fix
+(:func:`check_cached`), not a page missing that revision.
 """
 
 from __future__ import annotations
@@ -53,6 +54,28 @@ def dvc_plots_json(revs: list[str], repo: Path, images_dir: Path) -> dict:
         raise UserError(f"`dvc plots` printed no JSON ({exc}): {out.stdout[:200]!r}") from exc
 
 
+def _is_uncached(error: dict) -> bool:
+    """Whether DVC's plot ``error`` says the revision's output is not in the cache: a directory
+    output it cannot load (``DataIndexDirError``), or a file output with no stored copy."""
+    return error.get("type") == "DataIndexDirError" or (
+        error.get("type") == "FileNotFoundError"
+        and "No storage files available" in str(error.get("msg")))
+
+
+def check_cached(errors: list[dict]) -> None:
+    """Raise one line (which revisions, which outputs, the fix) when DVC could not read some
+    revisions' plots because their outputs are not in this DVC cache: a page drawn without
+    them would compare nothing."""
+    missing: dict[str, set[str]] = {}
+    for error in filter(_is_uncached, errors):
+        missing.setdefault(str(error.get("rev")), set()).add(str(error.get("source")))
+    if missing:
+        revs = ", ".join(missing)
+        sources = ", ".join(sorted(set().union(*missing.values())))
+        raise UserError(f"the outputs of {revs} are not in this DVC cache ({sources}): run "
+                        "`dvc repro` at that revision, or `dvc pull` from a remote that has them")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "plot"
 
@@ -79,6 +102,7 @@ def render(revs: list[str] | None = None, out: Path = DEFAULT_OUT, repo: Path = 
         answer = dvc_plots_json(list(revs or []), Path(repo), Path(images))
         plots = answer.get("data") or {}
         errors = answer.get("errors") or []
+        check_cached(errors)
         if not any(plots.values()):
             why = "; ".join(f"{e.get('rev')}: {e.get('msg')}" for e in errors)
             raise UserError("DVC found no plots (is there a `plots:` section in dvc.yaml, and do "
