@@ -68,11 +68,15 @@ def client(sqlite_uri):
     return mlflow.MlflowClient(sqlite_uri)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real, lean ``mlflow server`` on 127.0.0.1 (started once); yields its URL."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    with servers.mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root) as url:
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def mlflow_server(request, tmp_path_factory):
+    """A real, lean ``mlflow server`` on 127.0.0.1 (started once per backend store: a sqlite
+    file, and a database of the session's PostgreSQL cluster, which skips where PostgreSQL is
+    not installed); artifacts in a local folder. Yields its URL."""
+    root = tmp_path_factory.mktemp(f"mlflow_server_{request.param}")
+    backend = (f"sqlite:///{root / 'mlflow.db'}" if request.param == "sqlite"
+               else request.getfixturevalue("postgres").create_database("mlflow"))
+    with servers.mlflow_server(backend, root) as url:
         yield url
 
 
