@@ -42,6 +42,16 @@ class SyntheticParams:
 
 
 @_section
+class LeakageParams:
+    """Auxiliary images that copy a target image (``metafgnet.data.leakage``), found by
+    ``prepare`` and written to ``leakage.json`` / ``leakage.csv`` beside the manifests."""
+
+    # perceptual-hash bits (of 64) within which two images count as near copies
+    max_distance: Annotated[int, Field(ge=0, le=64)] = 6
+    drop: bool = False  # leave them out of the auxiliary set (the paper keeps them)
+
+
+@_section
 class DataParams:
     """Where the target and auxiliary data come from and how images are fed to the network."""
 
@@ -59,6 +69,7 @@ class DataParams:
     resize: Annotated[int, Field(ge=8)] = 36  # shorter side before the eval crop (paper: 256)
     on_corrupt: Literal["fail", "skip"] = "fail"
     max_skipped_fraction: Fraction = 0.01
+    leakage: LeakageParams = dataclasses.field(default_factory=LeakageParams)
 
     @model_validator(mode="after")
     def _crop_fits(self):

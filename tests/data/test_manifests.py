@@ -20,6 +20,8 @@ def test_prepare_synthetic_writes_manifests_and_index(tmp_path, small_synthetic,
     assert names == [
         "auxiliary.csv",
         "index.json",
+        "leakage.csv",
+        "leakage.json",
         "target_test.csv",
         "target_train.csv",
         "target_val.csv",

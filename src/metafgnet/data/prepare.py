@@ -3,8 +3,11 @@
 Order of work: read target and auxiliary metadata with the readers chosen by ``params.data``
 (class counts checked), decode every listed image (unreadable ones fail, or are skipped and
 counted under ``data.on_corrupt: skip`` up to ``data.max_skipped_fraction`` per dataset), carve
-the stratified validation split from the target training set, then write all manifests and
-``index.json`` into a temporary folder that replaces ``out_dir`` only when complete.
+the stratified validation split from the target training set, look for auxiliary images that
+copy a target image (:mod:`metafgnet.data.leakage`; dropped from the auxiliary set under
+``data.leakage.drop``), then write all manifests, ``index.json``, the leakage counts
+(``leakage.json``, a DVC metrics file) and pairs (``leakage.csv``) into a temporary folder that
+replaces ``out_dir`` only when complete.
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ from pathlib import Path
 
 from metafgnet.data.errors import DataError, short_list
 from metafgnet.data.images import check_images
+from metafgnet.data.leakage import (
+    LEAKAGE_METRICS,
+    LEAKAGE_PAIRS,
+    find_leaks,
+    leak_counts,
+    leaks_csv,
+)
 from metafgnet.data.manifest import (
     INDEX,
     MANIFESTS,
@@ -86,10 +96,24 @@ def prepare_manifests(params: Params, out_dir: Path) -> PreparedData:
     if not test:
         raise DataError(f"target dataset at {data.target_root} has no test images")
     train, val = split_validation(train, target.class_names, data.val_fraction, data.split_seed)
+    leaks = find_leaks({"train": train, "val": val, "test": test}, Path(data.target_root), aux,
+                       Path(data.auxiliary_root), data.leakage.max_distance, workers)
+    copies = {leak.auxiliary for leak in leaks}
+    if copies:
+        log.warning("%d auxiliary images copy a target image (%s); %s", len(copies),
+                    LEAKAGE_PAIRS, "dropped (data.leakage.drop)" if data.leakage.drop else "kept")
+    if data.leakage.drop:
+        aux = [r for r in aux if r.path not in copies]
+        if not aux and copies:
+            raise DataError(f"every auxiliary image at {data.auxiliary_root} copies a target "
+                            "image, so data.leakage.drop left none; check the data roots")
+    leakage = leak_counts(leaks, data.leakage.max_distance,
+                          len(copies) if data.leakage.drop else 0)
     splits = {"train": train, "val": val, "test": test, "auxiliary": aux}
     skipped += aux_skipped
 
-    with staged_dir(out_dir, owned=set(MANIFESTS.values()) | {INDEX}) as tmp:
+    owned = set(MANIFESTS.values()) | {INDEX, LEAKAGE_METRICS, LEAKAGE_PAIRS}
+    with staged_dir(out_dir, owned=owned) as tmp:
         digests = {}
         for split, name in MANIFESTS.items():
             text = manifest_text(splits[split], "train" if split == "auxiliary" else split)
@@ -116,6 +140,9 @@ def prepare_manifests(params: Params, out_dir: Path) -> PreparedData:
             "digest": combined_digest(digests, target.class_names, auxiliary.class_names),
             "skipped": skipped,
             "skipped_count": len(skipped),
+            "leakage": leakage,
         }
         write_json(tmp / INDEX, index)
+        write_json(tmp / LEAKAGE_METRICS, leakage)
+        (tmp / LEAKAGE_PAIRS).write_text(leaks_csv(leaks), encoding="utf-8")
     return load_prepared(out_dir)
