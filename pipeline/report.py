@@ -12,7 +12,9 @@ if __name__ == "__main__":
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics"))
+    parser.add_argument("--leakage", type=Path,
+                        default=Path("data/prepared/manifests/leakage.json"))
     parser.add_argument("--out", type=Path, default=Path("results/report"))
     args = parser.parse_args()
     with open_stage("report", ["data"], needs_data=False, lineage=True) as ctx:
-        run_report(ctx, args.results, args.models, args.metrics, args.out)
+        run_report(ctx, args.results, args.models, args.metrics, args.leakage, args.out)

@@ -83,8 +83,25 @@ def _cost() -> list[str]:
             f"they are in {files} (`dvc exp show`, `dvc metrics diff`), not in this report.", ""]
 
 
-def build_report(results: Path, models: Path, metrics_dir: Path, out: Path, target: str) -> Path:
-    """Render plots into ``out`` and write ``out/report.md``; returns the report path."""
+def _leakage(counts: dict, drop: bool) -> list[str]:
+    """The leakage check of ``prepare`` (:mod:`metafgnet.data.leakage`) and what was done."""
+    lines = ["## Auxiliary images that copy a target image", "",
+             "| target split | byte-identical | near-identical |", "|---|---:|---:|"]
+    lines += [f"| {split} | {counts[split]['exact']} | {counts[split]['near']} |"
+              for split in ("train", "val", "test")]
+    found = counts["auxiliary_images"]
+    action = (f"dropped from the auxiliary set ({counts['dropped']} images, "
+              "`data.leakage.drop: true`)" if drop else
+              "kept in the auxiliary set, as in the paper (`data.leakage.drop: false`)")
+    return lines + ["", f"{found} auxiliary images copy a target image (near: perceptual hashes "
+                    f"within {counts['max_distance']} bits); they are {action}. The pairs are in "
+                    "`data/prepared/manifests/leakage.csv`.", ""]
+
+
+def build_report(results: Path, models: Path, metrics_dir: Path, out: Path, target: str,
+                 leakage: dict, drop: bool) -> Path:
+    """Render plots into ``out`` and write ``out/report.md``; returns the report path.
+    ``leakage``: the counts of ``prepare``'s leakage check; ``drop``: ``data.leakage.drop``."""
     metrics = read_json(metrics_dir / "evaluate.json")
     best = read_json(results / "evaluate" / "best.json")["best_arm"]
     select = read_json(metrics_dir / "select.json")
@@ -92,7 +109,7 @@ def build_report(results: Path, models: Path, metrics_dir: Path, out: Path, targ
              f"Target: `{target}`. Every arm's model was chosen on the validation split; "
              "test is reported once.", "", "## Arms", "", *_arm_table(metrics, best), ""]
 
-    lines += _selection(select) + _cost()
+    lines += _leakage(leakage, drop) + _selection(select) + _cost()
 
     meta = {s: read_tsv(models / s / "curves.tsv") for s in META_STAGES}
     plot_curves(meta, *META_CURVES, "meta-training", out / "meta_training")

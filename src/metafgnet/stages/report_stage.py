@@ -15,11 +15,14 @@ PIPELINE_STAGES = ("prepare", "pretrain", "meta_train", "select", "meta_train_se
                    *(f"finetune@{arm}" for arm in ARMS), "evaluate", "report")
 
 
-def run_report(ctx: StageContext, results: Path, models: Path, metrics: Path, out: Path) -> dict:
-    """Write ``out/report.md`` with its figures, log them, and put the headline of the
+def run_report(ctx: StageContext, results: Path, models: Path, metrics: Path, leakage: Path,
+               out: Path) -> dict:
+    """Write ``out/report.md`` with its figures (``leakage``: the counts ``prepare`` wrote,
+    :mod:`metafgnet.data.leakage`), log them, and put the headline of the
     workspace's pipeline state (:func:`metafgnet.reporting.summary.headline`) on the parent
     run. Returns the headline metrics."""
-    build_report(results, models, metrics, out, ctx.params.data.target)
+    build_report(results, models, metrics, out, ctx.params.data.target,
+                 read_json(leakage), ctx.params.data.leakage.drop)
     ctx.run.log_artifacts(out)
     values, tags = headline(metrics, read_json(results / "evaluate" / "best.json"))
     ctx.run.log_metrics(values, step=0)
