@@ -98,6 +98,9 @@ class ExecutionParams:
     prefetch_factor: PosInt = 2  # batches each loader process keeps ready
     pin_memory: bool = False  # page-locked batches for faster host-to-GPU copies (CUDA only)
     checkpoint_every: NonNegInt = 0  # steps; 0: checkpoints only on SIGTERM
+    # how a stage starts nnodes x nproc processes: torchrun (one node, or by hand on every node)
+    # or slurm (srun starts one torchrun agent per node of the allocation; docs/scale.md)
+    launcher: Literal["torchrun", "slurm"] = "torchrun"
 
 
 def schedule_problem(milestones: list[int], horizon: int, unit: str) -> str | None:
@@ -208,7 +211,8 @@ class RuntimeParams:
     deterministic: bool = True
     cudnn_benchmark: bool = False
     channels_last: bool = False
-    nproc: PosInt = 1
+    nproc: PosInt = 1  # processes per node (GPUs per node under CUDA)
+    nnodes: PosInt = 1  # nodes: the world size is nnodes x nproc (results depend on it)
 
 
 @_section

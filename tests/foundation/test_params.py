@@ -120,10 +120,10 @@ def test_scaled_schedule_keeps_milestones_inside_the_shorter_run():
 
 
 def test_settings_that_cannot_change_a_result_have_their_own_section():
-    """Loader processes, pinned memory and the checkpoint cadence live in ``execution``, which
-    no stage declares (so they re-run nothing) and no fingerprint holds."""
+    """Loader processes, pinned memory, the checkpoint cadence and the launcher live in
+    ``execution``, which no stage declares (so they re-run nothing) and no fingerprint holds."""
     full = to_dict(parse_params({}))
-    neutral = {"num_workers", "prefetch_factor", "pin_memory", "checkpoint_every"}
+    neutral = {"num_workers", "prefetch_factor", "pin_memory", "checkpoint_every", "launcher"}
     assert set(full["execution"]) == neutral
     assert not any(neutral & set(values) for name, values in full.items()
                    if name != "execution" and isinstance(values, dict))

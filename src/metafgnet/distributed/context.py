@@ -119,7 +119,8 @@ def init_distributed(
 
     Backend: NCCL when ``runtime.device`` resolves to CUDA (each rank on ``cuda:LOCAL_RANK``),
     gloo otherwise. When ``runtime.nproc`` is given and torchrun started a different number of
-    processes on this node, refuses (the result depends on the world size through BatchNorm's
+    processes on this node, or ``runtime.nnodes`` x ``runtime.nproc`` differs from the world
+    size, refuses (the result depends on the world size through BatchNorm's
     per-rank batch statistics, so it must be what the params say). Idempotent: a second call
     returns the context of the group already joined.
     """
@@ -132,6 +133,11 @@ def init_distributed(
         raise RuntimeError(
             f"runtime.nproc is {runtime.nproc} but torchrun started {local_world} processes on "
             f"this node: launch with --nproc_per_node {runtime.nproc} (or set runtime.nproc)")
+    if runtime is not None and runtime.nproc * runtime.nnodes != world:
+        raise RuntimeError(
+            f"runtime.nnodes x runtime.nproc is {runtime.nnodes} x {runtime.nproc} but torchrun "
+            f"started {world} processes in all: launch with --nnodes {runtime.nnodes} on "
+            f"{runtime.nnodes} node(s) (or set runtime.nnodes to {world // local_world})")
     if runtime is not None and wants_cuda(runtime):
         if torch.cuda.device_count() <= local_rank:
             raise RuntimeError(f"LOCAL_RANK {local_rank} has no GPU: only "

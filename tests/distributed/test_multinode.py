@@ -1,0 +1,135 @@
+"""Several nodes on this machine: two torchrun agents (``--nnodes 2``, one process each) meeting
+at one c10d rendezvous on 127.0.0.1, started with the per-node command the launcher builds,
+meta-train exactly as one agent of two processes does (bit-identical on CPU); the launcher's
+command lines and its refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from distributed._helpers import ROOT, free_port, states_equal, strip_timing, worker_env
+from metafgnet.distributed.launch import (
+    LaunchError,
+    first_node,
+    launch_command,
+    node_command,
+    rendezvous_port,
+    slurm_command,
+)
+
+WORKER = Path(__file__).with_name("multinode_worker.py")
+TIMEOUT_S = 300
+
+
+def load_ranks(folder: Path, world: int) -> list[dict]:
+    found = sorted(p.name for p in folder.glob("rank*.pt"))
+    assert found == [f"rank{r}.pt" for r in range(world)], found
+    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def assert_same_training(got: list[dict], want: list[dict]) -> None:
+    """Every rank ends with the same weights and BatchNorm statistics, bit for bit, and the
+    logged rows (losses, accuracies, norms, learning rates) are equal."""
+    for rank, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert not states_equal(g["state"], w["state"]), (rank, states_equal(g["state"],
+                                                                             w["state"]))
+        assert strip_timing(g["rows"]) == strip_timing(w["rows"]), rank
+    assert not states_equal(got[0]["state"], got[1]["state"])  # the ranks agree
+
+
+@pytest.fixture(scope="module")
+def one_node_two_processes(tmp_path_factory) -> list[dict]:
+    """The reference: a plain start of the stage-like script with ``runtime.nproc: 2``, which
+    re-executes itself under one standalone torchrun agent."""
+    out = tmp_path_factory.mktemp("one-node")
+    proc = subprocess.run([sys.executable, str(WORKER), str(out), "2", "1", "torchrun"],
+                          env=worker_env(), capture_output=True, text=True, timeout=TIMEOUT_S,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return load_ranks(out, 2)
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_train_bit_identically_to_one_node_of_two(
+        one_node_two_processes, tmp_path):
+    endpoint = f"127.0.0.1:{free_port()}"
+    job = uuid.uuid4().hex[:8]
+    argv = [str(WORKER), str(tmp_path), "1", "2", "torchrun"]
+    # the command a person runs on every node (docs/scale.md), here twice on one machine
+    cmd = node_command(argv, nproc=1, nnodes=2, endpoint=endpoint, rdzv_id=job)
+    logs = [open(tmp_path / f"node{i}.log", "w") for i in range(2)]  # noqa: SIM115
+    agents = [subprocess.Popen(cmd, env=worker_env(), stdout=log, stderr=subprocess.STDOUT,
+                               cwd=ROOT) for log in logs]
+    try:
+        for agent in agents:
+            agent.wait(timeout=TIMEOUT_S)
+    finally:
+        for agent, log in zip(agents, logs, strict=True):
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+            log.close()
+    assert [a.returncode for a in agents] == [0, 0], [
+        (tmp_path / f"node{i}.log").read_text()[-3000:] for i in range(2)]
+    two_nodes = load_ranks(tmp_path, 2)
+    places = [r["place"] for r in two_nodes]
+    # one process per agent, the agents are nodes 0 and 1 of one world of two
+    assert sorted(p["GROUP_RANK"] for p in places) == ["0", "1"], places
+    assert all(p["LOCAL_WORLD_SIZE"] == "1" and p["LOCAL_RANK"] == "0"
+               and p["WORLD_SIZE"] == "2" for p in places), places
+    assert [p["LOCAL_WORLD_SIZE"] for p in (r["place"] for r in one_node_two_processes)] == [
+        "2", "2"]
+    assert_same_training(two_nodes, one_node_two_processes)
+
+
+def test_a_node_count_that_differs_from_the_params_is_refused(monkeypatch):
+    from metafgnet.distributed import init_distributed
+    from metafgnet.params import RuntimeParams
+
+    env = {"RANK": "0", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(RuntimeError, match=r"runtime\.nnodes x runtime\.nproc is 1 x 2 but "
+                                           r"torchrun started 4 .* set runtime\.nnodes to 2"):
+        init_distributed(RuntimeParams(nproc=2, nnodes=1))
+
+
+SLURM_ENV = {"SLURM_JOB_ID": "123457", "SLURM_JOB_NODELIST": "gpu[07-08]",
+             "SLURM_JOB_NUM_NODES": "2"}
+
+
+def test_slurm_command_starts_one_agent_per_node_meeting_on_the_first_node():
+    cmd = slurm_command(["pipeline/meta_train.py", "--out", "m"], nproc=4, nnodes=2,
+                        env=SLURM_ENV, python="py")
+    assert cmd == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1",
+                   "--kill-on-bad-exit=1", "py", "-m", "metafgnet.distributed.run",
+                   "--nnodes=2", "--nproc_per_node=4", "--rdzv_backend=c10d",
+                   f"--rdzv_endpoint=gpu07:{rendezvous_port('123457')}",
+                   "--rdzv_id=slurm-123457", "pipeline/meta_train.py", "--out", "m"]
+    assert rendezvous_port("123457") == 20000 + 123457 % 20000
+    assert [first_node(s) for s in ("vm", "a1,a2", "n[7]", "gpu[003-005,9],cpu1")] == [
+        "vm", "a1", "n7", "gpu003"]
+
+
+def test_launcher_refusals_say_what_to_do():
+    with pytest.raises(LaunchError, match=r"not a Slurm job \(SLURM_JOB_ID is unset\).*salloc -N 2"):
+        slurm_command(["s.py"], nproc=1, nnodes=2, env={})
+    with pytest.raises(LaunchError, match=r"runtime\.nnodes is 3 but Slurm job 123457 has 2 "
+                                          r"node\(s\).*set runtime\.nnodes: 2"):
+        slurm_command(["s.py"], nproc=1, nnodes=3, env=SLURM_ENV)
+    with pytest.raises(LaunchError) as err:
+        launch_command(2, ["pipeline/meta_train.py", "--out", "m"], nnodes=2)
+    assert ("python -m metafgnet.distributed.run --nnodes=2 --nproc_per_node=2 "
+            "--rdzv_backend=c10d '--rdzv_endpoint=<head node>:29500' '--rdzv_id=<job id>' "
+            "pipeline/meta_train.py --out m") in str(err.value)
+    assert launch_command(1, ["s.py"]) is None and launch_command(1, ["s.py"], launcher="slurm",
+                                                                  env={}) is None
+    assert launch_command(2, ["s.py"], python="py")[:4] == [
+        "py", "-m", "metafgnet.distributed.run", "--standalone"]
