@@ -7,6 +7,7 @@
     metafgnet compare --set meta.order=first,second --set select.ratio=0.5,0.8
     metafgnet compare --set meta.order=second           # a plain seed sweep (no factor)
     metafgnet compare --collect-only                    # only summarise finished points
+    metafgnet compare --vary seed,split,source          # the split and source network move too
 
 Writes ``results/compare/`` (``summary.md``, ``compare.json``, ``compare.png``/``.svg``) and
 logs one MLflow run linking the executions it summarises.
@@ -19,7 +20,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from metafgnet.compare.grid import DEFAULT_SEEDS, GridError, experiments, parse_grid, run_grid
+from metafgnet.compare.grid import (
+    DEFAULT_SEEDS,
+    GridError,
+    experiments,
+    parse_grid,
+    parse_vary,
+    run_grid,
+)
 from metafgnet.compare.grid import validate as validate_grid
 from metafgnet.compare.summary import summarise, write
 from metafgnet.params import load_params
@@ -28,7 +36,7 @@ from metafgnet.params import load_params
 def _compare(args: argparse.Namespace) -> int:
     command = "metafgnet compare " + shlex.join(sys.argv[2:])
     try:
-        grid = parse_grid(args.set, args.seeds)
+        grid = parse_grid(args.set, args.seeds, parse_vary(args.vary))
         validate_grid(grid, Path(args.params))
         if not args.collect_only:
             run_grid(grid, args.jobs)
@@ -61,6 +69,9 @@ def register(sub) -> None:
                    help="swept params (repeatable); the first with two values is compared "
                         "(default meta.order=first,second)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+    p.add_argument("--vary", default="seed", metavar="SOURCES",
+                   help="sources of randomness that move with the seed, among seed, split "
+                        "(data.split_seed), source (pretrain.seed); default: seed alone")
     p.add_argument("--jobs", type=int, default=1, help="experiments run in parallel")
     p.add_argument("--out", default="results/compare")
     p.add_argument("--params", default="params.yaml")

@@ -7,7 +7,9 @@ finds the points already done in ``dvc exp show`` and queues only the others; qu
 run with ``dvc queue start -j <jobs>``. They are queued without ``--force``, so stages whose
 inputs a point does not change (``prepare`` and ``pretrain`` in a seed sweep, since they have
 their own ``data.split_seed`` and ``pretrain.seed``) are checked out from the DVC cache, not
-run again. Points are validated against the params schema before
+run again. ``vary`` names the sources of randomness that move with the seed (:data:`SOURCES`):
+``seed`` alone by default; with ``split`` each point also sets ``data.split_seed`` to its seed,
+with ``source`` ``pretrain.seed``, so ``prepare`` and ``pretrain`` run once per seed. Points are validated against the params schema before
 anything is queued.
 """
 
@@ -32,6 +34,10 @@ from metafgnet.params import ParamsError, deep_merge, parse_params
 DEFAULT_FACTOR = ("meta.order", ("first", "second"))
 DEFAULT_SEEDS = (0, 1, 2)
 EVALUATE = "metrics/evaluate.json"
+# source of randomness -> (the params key that seeds it, what it decides)
+SOURCES = {"split": ("data.split_seed", "the validation split"),
+           "source": ("pretrain.seed", "the source network (pretraining)"),
+           "seed": ("seed", "meta-training, joint training and fine-tuning")}
 
 
 class GridError(RuntimeError):
@@ -63,11 +69,13 @@ class Grid:
     levels: tuple[str, ...]
     others: tuple[tuple[str, tuple[str, ...]], ...] = ()
     seeds: tuple[int, ...] = DEFAULT_SEEDS
+    vary: tuple[str, ...] = ("seed",)  # the SOURCES that move with the seed
 
     def points(self) -> list[GridPoint]:
         keys = [k for k, _ in self.others]
         factor = [((self.factor, level),) for level in self.levels] if self.factor else [()]
-        return [GridPoint((*f, *zip(keys, combo, strict=True), ("seed", str(seed))))
+        moved = [SOURCES[s][0] for s in SOURCES if s in self.vary]  # ``seed`` last
+        return [GridPoint((*f, *zip(keys, combo, strict=True), *((k, str(seed)) for k in moved)))
                 for combo in itertools.product(*(v for _, v in self.others))
                 for f in factor for seed in self.seeds]
 
@@ -76,10 +84,23 @@ class Grid:
         return tuple((k, point.value(k)) for k, _ in self.others)
 
 
-def parse_grid(sets: Sequence[str], seeds: Sequence[int] = DEFAULT_SEEDS) -> Grid:
+def parse_vary(text: str) -> tuple[str, ...]:
+    """``--vary seed,split,source`` into the sources that move with the seed, in
+    :data:`SOURCES` order; ``seed`` must be one of them (it numbers the replicates)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown or "seed" not in names or len(set(names)) != len(names):
+        raise GridError(f"--vary {text!r}: expected distinct names among "
+                        f"{', '.join(SOURCES)}, seed included (e.g. seed,split,source)")
+    return tuple(s for s in SOURCES if s in names)
+
+
+def parse_grid(sets: Sequence[str], seeds: Sequence[int] = DEFAULT_SEEDS,
+               vary: Sequence[str] = ("seed",)) -> Grid:
     """``--set KEY=V1,V2`` options into a :class:`Grid`. The first key with exactly two values is
     the compared factor; without any ``--set``, ``meta.order=first,second``; with keys but none
-    of two values, a plain sweep (no factor)."""
+    of two values, a plain sweep (no factor). ``vary``: :func:`parse_vary`'s sources; a key
+    they move cannot also be swept."""
     swept: list[tuple[str, tuple[str, ...]]] = []
     for item in sets:
         key, sep, values = item.partition("=")
@@ -93,12 +114,17 @@ def parse_grid(sets: Sequence[str], seeds: Sequence[int] = DEFAULT_SEEDS) -> Gri
         swept.append((key, levels))
     if len({k for k, _ in swept}) != len(swept):
         raise GridError("--set: each key at most once")
+    for key, _ in swept:
+        moved = next((s for s in vary if SOURCES[s][0] == key and s != "seed"), None)
+        if moved:
+            raise GridError(f"--set {key}=...: --vary {moved} already sets it to each seed; "
+                            f"drop one of the two")
     if not seeds or len(set(seeds)) != len(seeds):
         raise GridError(f"--seeds: distinct seeds needed, got {list(seeds)}")
     swept = swept or [(DEFAULT_FACTOR[0], DEFAULT_FACTOR[1])]
     two = next((i for i, (_, v) in enumerate(swept) if len(v) == 2), None)
     factor, levels = swept.pop(two) if two is not None else (None, ())
-    return Grid(factor, tuple(levels), tuple(swept), tuple(seeds))
+    return Grid(factor, tuple(levels), tuple(swept), tuple(seeds), tuple(vary))
 
 
 def _nested(key: str, value: str) -> dict:

@@ -16,10 +16,11 @@ cost table, ratio and panel (:func:`measured_alone`).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
-from metafgnet.compare.grid import EVALUATE, Grid
+from metafgnet.compare.grid import EVALUATE, SOURCES, Grid
 from metafgnet.compare.stats import (
     BOOTSTRAP_RESAMPLES,
     MAX_SEEDS,
@@ -69,10 +70,43 @@ def summarise(grid: Grid, records: dict[str, dict]) -> dict:
         by_level = conditions.setdefault(grid.condition(point), {})
         by_level.setdefault(level, {})[int(point.value("seed"))] = records[point.name]
     out = {"factor": grid.factor, "levels": list(_levels(grid)), "seeds": list(grid.seeds),
-           "conditions": []}
+           "randomness": randomness(grid, records), "conditions": []}
     for condition, by_level in conditions.items():
         out["conditions"].append(_condition(grid, dict(condition), by_level))
     return out
+
+
+def randomness(grid: Grid, records: dict[str, dict]) -> dict[str, list[dict]]:
+    """Which sources of randomness (:data:`metafgnet.compare.grid.SOURCES`) moved with the
+    seed and which were held fixed, with the values the fixed ones had in the grid's points."""
+    def values(key: str) -> list:
+        found = set()
+        for point in grid.points():
+            value = records[point.name].get("params") or {}
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            found.add(json.dumps(value))
+        return [json.loads(v) for v in sorted(found)]
+
+    return {"varied": [{"source": s, "key": k, "decides": what}
+                       for s, (k, what) in SOURCES.items() if s in grid.vary],
+            "fixed": [{"source": s, "key": k, "decides": what, "values": values(k)}
+                      for s, (k, what) in SOURCES.items() if s not in grid.vary]}
+
+
+def randomness_note(summary: dict) -> str:
+    """One sentence naming what the seeds varied and what they held fixed."""
+    varied = summary.get("randomness", {}).get("varied", [])
+    fixed = summary.get("randomness", {}).get("fixed", [])
+    text = ("Varied with the seed: " + "; ".join(f"{v['decides']} (`{v['key']}`)" for v in varied)
+            + ".")
+    if fixed:
+        held = "; ".join(f"{f['decides']} (`{f['key']}` = "
+                         f"{', '.join('-' if x is None else str(x) for x in f['values'])})"
+                         for f in fixed)
+        text += (f" Held fixed: {held}; the intervals say nothing about how results move with "
+                 "these (`metafgnet compare --vary seed,split,source` moves them too).")
+    return text
 
 
 def _condition(grid: Grid, condition: dict, by_level: dict[str, dict[int, dict]]) -> dict:
@@ -171,7 +205,7 @@ def markdown(summary: dict, command: str) -> str:
     factor, levels = summary["factor"], summary["levels"]
     lines = ["# Comparison over seeds", "",
              f"`{command}`; seeds {', '.join(map(str, summary['seeds']))}. Accuracies in %, mean "
-             "± sample standard deviation over seeds."]
+             "± sample standard deviation over seeds.", "", randomness_note(summary)]
     if factor:
         lines += ["", f"The effect of `{factor}` is the paired difference {levels[1]} − "
                   f"{levels[0]} at the same seed, with a 95 % Student-t confidence interval "
