@@ -316,6 +316,8 @@ class RemoteRecorder:
         if status == "ok":
             return reply[0]
         message, remote_traceback = reply
+        if not remote_traceback:
+            raise TrackingError(message)
         raise TrackingError(f"{message}\n(in the tracking agent:)\n{remote_traceback}")
 
     def close(self) -> None:
@@ -430,7 +432,9 @@ def serve_stage(conn: Connection) -> None:
             except Exception as exc:
                 _TROUBLE.set()
                 log.error("%s failed: %s", op, exc)
-                reply = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                # a known problem (TrackingError) is its message alone, without a traceback
+                reply = (("error", str(exc), "") if isinstance(exc, TrackingError) else
+                         ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
             try:
                 conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
             except (EOFError, OSError):

@@ -3,16 +3,26 @@
 Values recorded while the stage's run is still being opened (in the background) wait here.
 
 Values are time-stamped when recorded and sent when ``flush_seconds`` have passed since the last
-send or ``max_pending`` values are waiting, and at the end of the stage. A send that fails
-mid-stage (a server hiccup, after MLflow's own retries) keeps the values and tries again at the
-next flush; the final flush of a stage raises, so a lost record never goes unnoticed.
+send or ``max_pending`` values are waiting, and at the end of the stage.
+
+A tracking server may restart while a stage runs; nothing is lost. A send that fails mid-stage
+(after MLflow's own retries) moves the values to a spool file on disk (``metric-spool/`` in the
+user runtime folder, one file per run, at most :data:`MAX_BACKLOG` values: beyond, the stage
+fails naming the file) and the stage goes on. Every later flush first sends the spooled values,
+oldest first, with their original steps and timestamps, so once the server answers again the
+run's metric history is the one it would have had without the outage. The final flush of a
+stage raises while values are still unsent, naming the file that holds them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from metafgnet.credentials import redact_url
 from metafgnet.tracking.uri import TrackingError
@@ -21,21 +31,30 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 10.0
 MAX_PENDING = 1000  # MLflow accepts at most 1000 metrics per batch
-MAX_BACKLOG = 200_000  # values kept while the server is away before the stage fails
+MAX_BACKLOG = 200_000  # values spooled while the server is away before the stage fails
+
+
+def spool_dir() -> Path:
+    """Where values wait while the tracking server does not answer."""
+    from metafgnet.io import user_runtime_dir
+
+    return user_runtime_dir() / "metric-spool"
 
 
 class MetricBuffer:
     """Values waiting for ``sink.log_metrics([(key, value, timestamp_ms, step), ...])`` (a
     :class:`~metafgnet.tracking.recorder.Recorder`, here or in the tracking agent)."""
 
-    def __init__(self, uri: str, flush_seconds: float = FLUSH_SECONDS,
+    def __init__(self, uri: str, flush_seconds: float | None = None,
                  max_pending: int = MAX_PENDING):
         self._sink = None
         self._run_id: str | None = None
         self._uri = uri
-        self._flush_seconds = flush_seconds
+        self._flush_seconds = FLUSH_SECONDS if flush_seconds is None else flush_seconds
         self._max_pending = max_pending
         self._pending: list = []
+        self._spool: Path | None = None  # the file of values a failed send left, if any
+        self._spooled = 0
         self._last_flush = time.monotonic()
         self._failing = False
         self.requests = 0  # log_batch calls made, for overhead checks
@@ -58,31 +77,80 @@ class MetricBuffer:
             self.flush(final=False)
 
     def flush(self, final: bool = True) -> None:
-        """Send waiting values; with ``final`` a failure raises :class:`TrackingError`."""
+        """Send spooled values, then waiting ones; with ``final`` a failure raises
+        :class:`TrackingError`."""
         if self._sink is None:
             if final and self._pending:
                 raise TrackingError(f"{len(self._pending)} metric values but no run to send to")
             return
         self._last_flush = time.monotonic()
-        while self._pending:
-            batch = self._pending[: self._max_pending]
-            try:
-                self._sink.log_metrics(batch)
-            except Exception as exc:  # the MLflow client raises several types
-                self._on_failure(exc, final)
-                return
-            self.requests += 1
-            del self._pending[: len(batch)]
+        try:
+            if self._spooled:
+                values = self._read_spool()
+                try:
+                    self._send(values)
+                finally:  # what the server took leaves the file, the rest stays in order
+                    self._rewrite_spool(values)
+            self._send(self._pending)
+        except Exception as exc:  # the MLflow client raises several types
+            self._on_failure(exc, final)
+            return
         if self._failing:
-            log.warning("metric logging to %s recovered", redact_url(self._uri))
+            log.warning("metric logging to %s recovered: every value was sent",
+                        redact_url(self._uri))
             self._failing = False
 
-    def _on_failure(self, exc: Exception, final: bool) -> None:
-        message = (f"could not log {len(self._pending)} metric values of run {self._run_id} "
-                   f"to {redact_url(self._uri)}: {exc}")
-        if final or len(self._pending) > MAX_BACKLOG:
-            raise TrackingError(message) from exc
-        if not self._failing:
-            log.warning("%s; keeping them and retrying at the next flush", message)
-            self._failing = True
+    def _send(self, values: list) -> None:
+        """Send ``values`` in batches, each removed from the list once the server took it."""
+        while values:
+            batch = values[: self._max_pending]
+            self._sink.log_metrics(batch)
+            self.requests += 1
+            del values[: len(batch)]
 
+    def _spool_path(self) -> Path:
+        key = hashlib.sha256(f"{self._uri}\n{self._run_id}".encode()).hexdigest()[:16]
+        return spool_dir() / f"{self._run_id}-{key}.jsonl"
+
+    def _read_spool(self) -> list:
+        with self._spool.open() as fh:
+            return [tuple(json.loads(line)) for line in fh if line.strip()]
+
+    def _rewrite_spool(self, values: list) -> None:
+        if values:
+            tmp = self._spool.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(list(v)) + "\n" for v in values))
+            os.replace(tmp, self._spool)
+        else:
+            self._spool.unlink(missing_ok=True)
+        self._spooled = len(values)
+
+    def _write_spool(self, values: list) -> None:
+        """Append ``values`` to the spool file (each value on disk when this returns)."""
+        if self._spool is None:
+            self._spool = self._spool_path()
+            self._spool.parent.mkdir(parents=True, exist_ok=True)
+        with self._spool.open("a") as fh:
+            fh.writelines(json.dumps(list(v)) + "\n" for v in values)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._spooled += len(values)
+
+    def _on_failure(self, exc: Exception, final: bool) -> None:
+        waiting = self._spooled + len(self._pending)
+        message = (f"could not log {waiting} metric values of run {self._run_id} to "
+                   f"{redact_url(self._uri)}: {exc}")
+        if waiting > MAX_BACKLOG:
+            self._write_spool(self._pending)
+            self._pending.clear()
+            raise TrackingError(f"{message}\nMore than {MAX_BACKLOG} values waited for the "
+                                f"server; they are in {self._spool}") from exc
+        self._write_spool(self._pending)
+        self._pending.clear()
+        if final:
+            raise TrackingError(f"{message}\nThey are kept in {self._spool} (one JSON "
+                                "[key, value, timestamp_ms, step] per line).") from exc
+        if not self._failing:
+            log.warning("%s; keeping them on disk in %s and sending them when the server "
+                        "answers again", message, self._spool)
+            self._failing = True

@@ -32,6 +32,7 @@ from metafgnet.tracking.models import SCORE_METRIC, Decision, model_metrics
 from metafgnet.tracking.models import log_model as _log_model
 from metafgnet.tracking.models import register_model as _register_model
 from metafgnet.tracking.parent import find_or_create_parent, mark_parent
+from metafgnet.tracking.uri import TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,36 @@ def session_for(target: Target, tracking: TrackingParams, root: str | Path | Non
            str(root) if root is not None else None)
     with _SESSIONS_LOCK:
         if key not in _SESSIONS:
-            _SESSIONS[key] = connect(target, tracking, root)
+            try:
+                _SESSIONS[key] = connect(target, tracking, root)
+            except Exception as exc:
+                if (problem := unreadable_store(exc, target.uri)) is not None:
+                    raise problem from None
+                raise
         return _SESSIONS[key]
+
+
+_UNREADABLE = ("file is not a database", "database disk image is malformed",
+               "unable to open database file")
+
+
+def unreadable_store(exc: BaseException, uri: str) -> TrackingError | None:
+    """A local sqlite store that exists but cannot be read (truncated, corrupt, not a database,
+    unreadable) as one :class:`TrackingError` naming it and the fix, instead of SQLAlchemy's
+    traceback; None for any other error."""
+    seen, chain = [], exc
+    while chain is not None and len(seen) < 10:
+        seen.append(str(chain))
+        chain = chain.__cause__ or chain.__context__
+    found = next((m for m in _UNREADABLE if any(m in text for text in seen)), None)
+    if found is None or not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):]
+    return TrackingError(
+        f"the MLflow store {path} cannot be read ({found}): it is truncated, corrupt or not an "
+        f"MLflow database.\nFix: restore it from a backup, or move it aside (`mv {path} "
+        f"{path}.broken`) and rerun: a new store is created. To record elsewhere, set "
+        "MLFLOW_TRACKING_URI.")
 
 
 class Recorder:

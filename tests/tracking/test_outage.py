@@ -1,0 +1,133 @@
+"""A tracking server that restarts mid-stage loses nothing, and an unreadable store stops the
+stage with one block naming it and the fix.
+
+The outage test stops a real (lean) ``mlflow server`` while a stage run logs through the
+tracking agent and starts it again on the same port: the values logged meanwhile wait on disk
+and reach the run, whose metric history then equals that of a run without an outage. MLflow's
+own retries are turned down (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``) so that the sends really fail
+while the server is away, instead of waiting inside MLflow's backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+import metafgnet.tracking.buffer as buffer
+from metafgnet.errors import UserError
+from metafgnet.params import Params, TrackingParams
+from metafgnet.tracking import stage_run
+from support.servers import BIN, free_port
+
+PARAMS = Params()
+STEPS = 30
+
+
+def _start(store: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--workers", "1", "--host", "127.0.0.1", "--port",
+             str(port), "--backend-store-uri", f"sqlite:///{store}",
+             "--artifacts-destination", str(store.parent / "artifacts")],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)  # the server and its worker, by group id
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _stage(url: str, tracking: TrackingParams, monkeypatch, during=None) -> str:
+    """One training stage's run through the tracking agent: ``STEPS`` steps of two metrics;
+    ``during(step)`` runs after each step's values are recorded. Returns the run id."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("METAFGNET_EXECUTION_ID", uuid.uuid4().hex)   # an agent of its own
+    with stage_run("meta_train", PARAMS, ["meta"], tracking, system_metrics=False) as run:
+        run_id = run.run_id  # the run is open (the outage comes after)
+        for step in range(STEPS):
+            run.log_metrics({"loss": 1.0 / (step + 1), "val_top1": step / STEPS}, step=step)
+            if during is not None:
+                during(step)
+            time.sleep(0.05)
+    return run_id
+
+
+def _history(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+            for key in ("loss", "val_top1")}
+
+
+@pytest.mark.slow
+def test_a_server_restart_mid_stage_loses_no_metric_value(tmp_path, monkeypatch, caplog):
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))        # the spool, this test's own
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # inherited by the agent
+    monkeypatch.setattr(buffer, "FLUSH_SECONDS", 0.2)
+    tracking = TrackingParams(experiment="outage", log_models=False, system_metrics=False)
+    store, log, port = tmp_path / "mlflow.db", tmp_path / "server.log", free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = [_start(store, port, log)]
+    try:
+        def outage(step: int) -> None:
+            if step == 8:
+                _stop(server[0])
+            elif step == 20:                  # some seconds later, on the same port
+                server[0] = _start(store, port, log)
+
+        with caplog.at_level(logging.WARNING, logger="metafgnet.tracking.buffer"):
+            stormy = _stage(url, tracking, monkeypatch, during=outage)
+        client = MlflowClient(url)
+        assert client.get_run(stormy).info.status == "FINISHED"
+        # the history of a run without an outage: every value the stage logged, at its step
+        calm = {"loss": [(s, 1.0 / (s + 1)) for s in range(STEPS)],
+                "val_top1": [(s, s / STEPS) for s in range(STEPS)]}
+        assert _history(client, stormy) == calm
+    finally:
+        _stop(server[0])
+    spooled = [r.getMessage() for r in caplog.records if "keeping them on disk" in r.getMessage()]
+    assert spooled, "the server was away but no send failed: the test proved nothing"
+    assert any("recovered: every value was sent" in r.getMessage() for r in caplog.records)
+    assert not list((tmp_path / f"metafgnet-{os.getuid()}" / "metric-spool").glob("*.jsonl"))
+
+
+def test_an_unreadable_store_stops_the_stage_with_one_block(tmp_path, monkeypatch):
+    """A truncated ``mlflow.db``: one message naming the store and the fix, no traceback from
+    SQLAlchemy or from the tracking agent."""
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"SQLite format 3\x00" + b"\x00" * 84)   # a header, then nothing
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.setenv("METAFGNET_EXECUTION_ID", uuid.uuid4().hex)
+    tracking = TrackingParams(experiment="broken", system_metrics=False)
+    with (pytest.raises(UserError) as err,
+          stage_run("meta_train", PARAMS, ["meta"], tracking, root=tmp_path) as run):
+        run.log_metrics({"loss": 1.0}, step=0)
+    message = str(err.value)
+    assert f"the MLflow store {store} cannot be read" in message
+    assert f"mv {store} {store}.broken" in message and "MLFLOW_TRACKING_URI" in message
+    assert "Traceback" not in message and "sqlalchemy" not in message.lower()
+    assert len(message.splitlines()) <= 3, message
