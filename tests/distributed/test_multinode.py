@@ -1,10 +1,13 @@
 """Several nodes on this machine: two torchrun agents (``--nnodes 2``, one process each) meeting
 at one c10d rendezvous on 127.0.0.1, started with the per-node command the launcher builds,
-meta-train exactly as one agent of two processes does (bit-identical on CPU); the launcher's
+meta-train exactly as one agent of two processes does (bit-identical on CPU); so does the Slurm
+launcher inside an allocation of a real one-node Slurm started by the test; the launcher's
 command lines and its refusals."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import subprocess
 import sys
 import uuid
@@ -133,3 +136,42 @@ def test_launcher_refusals_say_what_to_do():
                                                                   env={}) is None
     assert launch_command(2, ["s.py"], python="py")[:4] == [
         "py", "-m", "metafgnet.distributed.run", "--standalone"]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A one-node Slurm cluster started for these tests (support.slurm); skips with the reason
+    where Slurm is not installed or does not come up within a minute."""
+    from support import slurm as one_node
+
+    reason = one_node.unavailable()
+    if reason:
+        pytest.skip(reason)
+    root = Path(f"/tmp/metafgnet-slurm-{uuid.uuid4().hex[:8]}")  # short: Slurm's socket paths
+    with contextlib.ExitStack() as stack:
+        try:
+            env = stack.enter_context(one_node.cluster(root))
+        except RuntimeError as exc:
+            pytest.skip(f"Slurm did not start: {str(exc)[:2000]}")
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        yield env
+
+
+@pytest.mark.slow
+def test_slurm_launcher_runs_the_stage_through_srun_like_torchrun(
+        slurm, one_node_two_processes, tmp_path):
+    """``execution.launcher: slurm`` inside an allocation (``salloc -N 1``, as ``dvc repro``
+    on the head node would be): the plain start re-executes as ``srun`` starting one torchrun
+    agent, whose two processes train exactly as the standalone agent's."""
+    env = {**worker_env(), **{k: v for k, v in slurm.items() if k == "SLURM_CONF"}}
+    proc = subprocess.run([shutil.which("salloc") or "salloc", "--nodes=1", "--quiet",
+                           sys.executable, str(WORKER), str(tmp_path), "2", "1", "slurm"],
+                          env=env, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    ranks = load_ranks(tmp_path, 2)
+    places = [r["place"] for r in ranks]
+    # started by srun (one task: step 0, task 0 of the job), then by its torchrun agent
+    assert all(p["SLURM_JOB_ID"] and p["SLURM_STEP_ID"] == "0" and p["SLURM_PROCID"] == "0"
+               for p in places), places
+    assert sorted(p["LOCAL_RANK"] for p in places) == ["0", "1"], places
+    assert_same_training(ranks, one_node_two_processes)
