@@ -35,3 +35,15 @@ def redact_url(url: str) -> str:
 def redact_text(text: str) -> str:
     """``text`` with the ``user:password@`` part of every URL in it removed."""
     return _USERINFO.sub(r"\g<scheme>", text)
+
+
+def auth_hint(error_text: str) -> str:
+    """What to do about a tracking server's refusal in ``error_text`` (MLflow's messages name
+    the HTTP status as ``error code 401``), or ``""``."""
+    if "error code 401" in error_text:
+        return ("the tracking server wants credentials: set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD in the environment (never in the URL)")
+    if "error code 403" in error_text:
+        return ("the tracking server's user lacks a permission: ask its admin for EDIT on the "
+                "experiment (tracking.experiment) or the registered model")
+    return ""

@@ -23,18 +23,21 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, root: Path) -> Iterator[str]:
+def mlflow_server(backend_uri: str, root: Path, app_name: str | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[str]:
     """A lean server (one worker, no job runner) on ``backend_uri``; yields its URL. Its log
-    is ``root/server.log``; artifacts it receives go to ``root/artifacts``."""
+    is ``root/server.log``; artifacts it receives go to ``root/artifacts``. ``app_name``:
+    ``mlflow server --app-name`` (``basic-auth``); ``env``: extra environment variables."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+           "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
     log = open(root / "server.log", "w")  # noqa: SIM115 (open for the server's lifetime)
     proc = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--workers", "1", "--host", "127.0.0.1",
          "--port", str(port), "--backend-store-uri", backend_uri,
-         "--artifacts-destination", str(root / "artifacts")],
+         "--artifacts-destination", str(root / "artifacts"),
+         *(["--app-name", app_name] if app_name else [])],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

@@ -42,7 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from metafgnet.credentials import redact_text, redact_url
+from metafgnet.credentials import auth_hint, redact_text, redact_url
 from metafgnet.params import Params, TrackingParams
 from metafgnet.provenance import repo_root
 from metafgnet.tracking import run_tags
@@ -138,9 +138,11 @@ class StageRun:
         """Wait for the run to be open; raise if opening it failed. Returns the recorder."""
         self._thread.join()
         if self._open_error is not None:
+            hint = auth_hint(str(self._open_error))
             raise TrackingError(
                 f"could not open the MLflow run of stage {self.stage!r} at "
-                f"{redact_url(self.tracking_uri)}: {self._open_error}") from self._open_error
+                f"{redact_url(self.tracking_uri)}: {self._open_error}"
+                + (f"\nFix: {hint}." if hint else "")) from self._open_error
         return self._recorder
 
     @property
