@@ -8,10 +8,11 @@ from metafgnet.stages.training_stages import run_finetune
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="prepared manifests folder")
     parser.add_argument("--arm", required=True)
     parser.add_argument("--init", type=Path, required=True)
     parser.add_argument("--out", type=Path, help="the arm's model folder "
                         "(default models/finetune/<arm>)")
     args = parser.parse_args()
-    with open_stage(f"finetune@{args.arm}", ["seed", "data", "finetune", "runtime"]) as ctx:
+    with open_stage(f"finetune@{args.arm}", ["seed", "data", "finetune", "runtime"], data=args.data) as ctx:
         run_finetune(ctx, args.init, args.out or Path("models/finetune") / args.arm)

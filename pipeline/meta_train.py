@@ -9,11 +9,12 @@ from metafgnet.stages.training_stages import run_meta_train
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="prepared manifests folder")
     parser.add_argument("--init", type=Path, required=True, help="model directory to start from")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True, help="metrics file (git-tracked)")
     parser.add_argument("--selection", type=Path, help="selected.csv of the select stage")
     args = parser.parse_args()
     name = "meta_train" if args.selection is None else "meta_train_selected"
-    with open_stage(name, ["seed", "data", "meta", "runtime"]) as ctx:
+    with open_stage(name, ["seed", "data", "meta", "runtime"], data=args.data) as ctx:
         run_meta_train(ctx, args.init, args.out, args.metrics, args.selection)

@@ -10,5 +10,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("data/prepared"))
     args = parser.parse_args()
-    with open_stage("prepare", ["data", "synthetic"], needs_data=False) as ctx:
+    with open_stage("prepare", ["data", "synthetic"]) as ctx:
         run_prepare(ctx.params, args.out)

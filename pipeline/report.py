@@ -16,5 +16,5 @@ if __name__ == "__main__":
                         default=Path("data/prepared/manifests/leakage.json"))
     parser.add_argument("--out", type=Path, default=Path("results/report"))
     args = parser.parse_args()
-    with open_stage("report", ["data"], needs_data=False, lineage=True) as ctx:
+    with open_stage("report", ["data"], lineage=True) as ctx:
         run_report(ctx, args.results, args.models, args.metrics, args.leakage, args.out)

@@ -17,30 +17,26 @@ with `metafgnet tune apply` (merges `results/tune/best_params.yaml` into `params
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
-from metafgnet.params import load_params
-from metafgnet.stages import audit
+from metafgnet.stages.shell import stage_shell
 from metafgnet.tuning.space import SECTIONS
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/tune"))
-    parser.add_argument("--data", type=Path, help="prepared manifests (default: the stages')")
+    parser.add_argument("--data", type=Path, required=True, help="prepared manifests folder")
     parser.add_argument("--init", type=Path, default=Path("models/pretrain/model.pt"))
     args = parser.parse_args()
-    audit.start()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
-    params = load_params(os.environ.get("METAFGNET_PARAMS", "params.yaml"))
-    if params.tune.enabled:
-        from metafgnet.tuning.run import run_tune
+    with stage_shell("tune", SECTIONS) as params:
+        if params.tune.enabled:
+            from metafgnet.tuning.run import run_tune
 
-        run_tune(params, out=args.out, data_dir=args.data, init=args.init)
-    else:
-        from metafgnet.tuning.report import write_untuned
+            run_tune(params, out=args.out, data_dir=args.data, init=args.init)
+        else:
+            from metafgnet.tuning.report import write_untuned
 
-        write_untuned(params, args.out)
-        logging.info("tune.enabled is false: wrote the current values to %s/best_params.yaml; "
-                     "set tune.enabled: true and `dvc repro tune` to search", args.out)
-    audit.finish("tune", list(SECTIONS))
+            write_untuned(params, args.out)
+            logging.getLogger("metafgnet").info(
+                "tune.enabled is false: wrote the current values to %s/best_params.yaml; set "
+                "tune.enabled: true and `dvc repro tune` to search", args.out)

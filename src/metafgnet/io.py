@@ -66,9 +66,10 @@ def atomic_path(path: str | Path, folder: bool = False) -> Iterator[Path]:
 
 
 def _fsync(path: Path) -> None:
-    """Flush a file's (or a folder's entries') data to the disk."""
+    """Flush a file's (or a folder's entries') data to the disk. A file is opened for writing
+    (it is being written: an audit of what a stage reads must not count it)."""
     with contextlib.suppress(OSError):  # not every file system lets a folder be opened
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_WRONLY)
         try:
             os.fsync(fd)
         finally:

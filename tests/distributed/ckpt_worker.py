@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from distributed._helpers import bn_model  # noqa: E402
 from distributed.settings import SEED, datasets  # noqa: E402
 from metafgnet.params import MetaParams  # noqa: E402
-from metafgnet.training import TrainingInterrupted, meta_train  # noqa: E402
+from metafgnet.training import LoopRuntime, TrainingInterrupted, meta_train  # noqa: E402
 
 ITERATIONS = 12
 META = dict(iterations=ITERATIONS, batch_size=4, aux_batch_size=4, log_every=1, order="second",
@@ -33,8 +33,10 @@ def run(checkpoint_dir: Path | None, every: int, on_step=None):
     torch.set_num_threads(1)
     tds, ads, _ = datasets()
     model = bn_model()
-    rows = meta_train(model, tds, ads, MetaParams(**META), device=torch.device("cpu"), seed=SEED,
-                      checkpoint_dir=checkpoint_dir, checkpoint_every=every, on_step=on_step)
+    rows = meta_train(model, tds, ads, MetaParams(**META),
+                      LoopRuntime(device=torch.device("cpu"), seed=SEED,
+                                  checkpoint_dir=checkpoint_dir, checkpoint_every=every),
+                      on_step=on_step)
     return model, rows
 
 

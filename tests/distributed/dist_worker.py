@@ -34,7 +34,7 @@ from metafgnet.distributed import (  # noqa: E402
 )
 from metafgnet.meta import meta_gradients  # noqa: E402
 from metafgnet.params import MetaParams, OptimParams, RuntimeParams  # noqa: E402
-from metafgnet.training import TrainingInterrupted, finetune, meta_train  # noqa: E402
+from metafgnet.training import LoopRuntime, TrainingInterrupted, finetune, meta_train  # noqa: E402
 from metafgnet.training.batches import (  # noqa: E402
     BatchStream,
     EpochPlan,
@@ -80,7 +80,7 @@ def main(out: Path) -> None:
     # 3. short meta-trainings: without BN (vs one process), with BN (vs the emulated ranks)
     for name, build in (("plain", plain_model), ("bn", bn_model)):
         model = build()
-        rows = meta_train(model, tds, ads, meta, device=CPU, seed=SEED, dist=dist)
+        rows = meta_train(model, tds, ads, meta, LoopRuntime(device=CPU, seed=SEED, dist=dist))
         save(f"meta-{name}", {"state": model.state_dict(), "rows": rows}, every_rank=True)
 
     # 4. SIGTERM to rank 0 after step 1: every rank stops after step 2, then a rerun resumes
@@ -92,21 +92,22 @@ def main(out: Path) -> None:
 
     model = bn_model()
     try:
-        meta_train(model, tds, ads, meta, device=CPU, seed=SEED, dist=dist, checkpoint_dir=ckpt,
+        meta_train(model, tds, ads, meta,
+                   LoopRuntime(device=CPU, seed=SEED, dist=dist, checkpoint_dir=ckpt),
                    on_step=kill_after_step_1)
         stopped = None
     except TrainingInterrupted as exc:
         stopped = exc.step
     model = bn_model()
-    rows = meta_train(model, tds, ads, meta, device=CPU, seed=SEED, dist=dist,
-                      checkpoint_dir=ckpt)
+    rows = meta_train(model, tds, ads, meta,
+                      LoopRuntime(device=CPU, seed=SEED, dist=dist, checkpoint_dir=ckpt))
     save("resumed", {"stopped_at": stopped, "state": model.state_dict(), "rows": rows},
          every_rank=True)
 
     # 5. plain loop (fine-tuning with sharded validation), no BN
     model = plain_model()
-    fit = finetune(model, tds, vds, OptimParams(**PLAIN_OPTIM), device=CPU, seed=SEED,
-                   dist=dist)
+    fit = finetune(model, tds, vds, OptimParams(**PLAIN_OPTIM),
+                   LoopRuntime(device=CPU, seed=SEED, dist=dist))
     save("finetune", {"state": model.state_dict(), "curves": fit.curves,
                       "best_epoch": fit.best_epoch})
 

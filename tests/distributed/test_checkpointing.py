@@ -22,6 +22,7 @@ from distributed.settings import SEED, datasets
 from metafgnet.params import JointParams, MetaParams, OptimParams
 from metafgnet.training import (
     CheckpointWarning,
+    LoopRuntime,
     finetune,
     joint_train,
     meta_train,
@@ -142,24 +143,25 @@ def test_a_checkpoint_of_another_configuration_is_set_aside_not_resumed(tmp_path
     ckpt = tmp_path / "ckpt"
     tds, ads, _ = datasets()
     meta = MetaParams(**{**META, "iterations": 4, "milestones": [2]})
-    meta_train(bn_model(), tds, ads, meta, device=CPU, seed=SEED, checkpoint_dir=ckpt,
-               checkpoint_every=2)
+    meta_train(bn_model(), tds, ads, meta,
+               LoopRuntime(device=CPU, seed=SEED, checkpoint_dir=ckpt, checkpoint_every=2))
     other = MetaParams(**{**META, "iterations": 4, "milestones": [2], "inner_lr": 0.05})
     fresh = bn_model()
     with pytest.warns(CheckpointWarning, match=r"meta\.inner_lr: checkpoint 0\.1, now 0\.05.*"
                                                r"moved to .*ckpt\.set-aside-.*starts fresh"):
-        rows = meta_train(fresh, tds, ads, other, device=CPU, seed=SEED, checkpoint_dir=ckpt,
-                          checkpoint_every=2)
+        rows = meta_train(fresh, tds, ads, other, LoopRuntime(
+            device=CPU, seed=SEED, checkpoint_dir=ckpt, checkpoint_every=2))
     # it trained from step 0, exactly as a run that never saw the old checkpoint
     clean = bn_model()
-    clean_rows = meta_train(clean, tds, ads, other, device=CPU, seed=SEED)
+    clean_rows = meta_train(clean, tds, ads, other, LoopRuntime(device=CPU, seed=SEED))
     assert states_equal(fresh.state_dict(), clean.state_dict()) == []  # bit-identical
     assert strip_timing(rows) == strip_timing(clean_rows)
     aside = sorted(tmp_path.glob("ckpt.set-aside-*"))
     assert len(aside) == 1 and checkpoint_steps(aside[0]) == [4, 2]   # kept, not deleted
     # the other run's checkpoints are set aside in their turn (a second folder), never resumed
     with pytest.warns(CheckpointWarning, match=r"seed: checkpoint 5, now 6"):
-        meta_train(bn_model(), tds, ads, other, device=CPU, seed=SEED + 1, checkpoint_dir=ckpt)
+        meta_train(bn_model(), tds, ads, other,
+                   LoopRuntime(device=CPU, seed=SEED + 1, checkpoint_dir=ckpt))
     assert len(list(tmp_path.glob("ckpt.set-aside-*"))) == 2
 
 
@@ -168,12 +170,13 @@ def test_completed_run_reruns_from_its_last_checkpoint_without_training(tmp_path
     tds, ads, _ = datasets()
     meta = MetaParams(**{**META, "iterations": 4, "milestones": [2]})
     first = bn_model()
-    rows = meta_train(first, tds, ads, meta, device=CPU, seed=SEED, checkpoint_dir=ckpt,
-                      checkpoint_every=2)
+    rows = meta_train(first, tds, ads, meta,
+                      LoopRuntime(device=CPU, seed=SEED, checkpoint_dir=ckpt, checkpoint_every=2))
     again = bn_model()
     calls = []
-    rows_again = meta_train(again, tds, ads, meta, device=CPU, seed=SEED, checkpoint_dir=ckpt,
-                            checkpoint_every=2, on_step=lambda s, r: calls.append(s))
+    rows_again = meta_train(again, tds, ads, meta, LoopRuntime(
+        device=CPU, seed=SEED, checkpoint_dir=ckpt, checkpoint_every=2),
+        on_step=lambda s, r: calls.append(s))
     assert calls == [] and rows_again == rows
     assert states_equal(again.state_dict(), first.state_dict()) == []
 
@@ -183,13 +186,15 @@ def _plain_runs(loop):
     tds, ads, vds = datasets()
     opt = dict(epochs=3, batch_size=4, milestones=[2])
     return {
-        "pretrain": lambda m, **kw: (pretrain(m, ads, OptimParams(**opt), device=CPU, seed=SEED,
-                                              **kw), None),
-        "finetune": lambda m, **kw: (lambda f: (f.curves, f.best_epoch))(
-            finetune(m, tds, vds, OptimParams(**opt), device=CPU, seed=SEED, **kw)),
-        "joint": lambda m, **kw: (lambda f: (f.curves, f.best_epoch))(
-            joint_train(m, tds, ads, JointParams(**opt, aux_weight=0.5), device=CPU, seed=SEED,
-                        val_ds=vds, **kw)),
+        "pretrain": lambda m, on_epoch=None, **kw: (pretrain(
+            m, ads, OptimParams(**opt), LoopRuntime(device=CPU, seed=SEED, **kw),
+            on_epoch=on_epoch), None),
+        "finetune": lambda m, on_epoch=None, **kw: (lambda f: (f.curves, f.best_epoch))(
+            finetune(m, tds, vds, OptimParams(**opt), LoopRuntime(device=CPU, seed=SEED, **kw),
+                     on_epoch=on_epoch)),
+        "joint": lambda m, on_epoch=None, **kw: (lambda f: (f.curves, f.best_epoch))(
+            joint_train(m, tds, ads, JointParams(**opt, aux_weight=0.5),
+                        LoopRuntime(device=CPU, seed=SEED, **kw), val_ds=vds, on_epoch=on_epoch)),
     }[loop]
 
 
@@ -272,7 +277,8 @@ def test_no_checkpoint_dir_leaves_sigterm_alone(tmp_path):
     meta = MetaParams(**{**META, "iterations": 1, "milestones": []})
     seen = []
     for ckpt in (None, tmp_path / "ckpt"):
-        meta_train(bn_model(), tds, ads, meta, device=CPU, seed=SEED, checkpoint_dir=ckpt,
+        meta_train(bn_model(), tds, ads, meta,
+                   LoopRuntime(device=CPU, seed=SEED, checkpoint_dir=ckpt),
                    on_step=lambda s, r: seen.append(signal.getsignal(signal.SIGTERM)))
     assert seen[0] == before and seen[1] != before
     assert signal.getsignal(signal.SIGTERM) == before

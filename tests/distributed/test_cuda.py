@@ -14,7 +14,7 @@ from distributed._helpers import KS, KT, images, states_equal, torchrun
 from metafgnet.meta import meta_gradients
 from metafgnet.models import build_model
 from metafgnet.params import MetaParams, ModelParams, RuntimeParams
-from metafgnet.training import make_autocast, meta_train, prepare_model
+from metafgnet.training import LoopRuntime, make_autocast, meta_train, prepare_model
 
 NO_GPU = "no CUDA device (torch.cuda.is_available() is False)"
 # bf16 keeps 8 mantissa bits. Measured with CPU bf16 autocast on the small ResNet (width 16,
@@ -72,7 +72,8 @@ def _channels_last_case(device, dtype, tol):
         if channels_last:
             w = model.backbone.stem[0].weight
             assert w.is_contiguous(memory_format=torch.channels_last)
-        meta_train(model, tds, ads, meta, device=device, seed=0, channels_last=channels_last)
+        meta_train(model, tds, ads, meta,
+                   LoopRuntime(device=device, seed=0, channels_last=channels_last))
         results.append({k: v.cpu() for k, v in model.state_dict().items()})
     for name in results[0]:
         torch.testing.assert_close(results[1][name], results[0][name], **tol, msg=name)
@@ -98,7 +99,7 @@ def test_pinned_memory_and_loader_workers_change_nothing_on_cuda():
     for kwargs in ({}, {"num_workers": 2, "pin_memory": True, "prefetch_factor": 2}):
         torch.manual_seed(0)
         model = build_model(ModelParams(width=4), KT, KS).to(device)
-        meta_train(model, tds, ads, meta, device=device, seed=0, loader_kwargs=kwargs)
+        meta_train(model, tds, ads, meta, LoopRuntime(device=device, seed=0, loader_kwargs=kwargs))
         states.append({k: v.cpu() for k, v in model.state_dict().items()})
     for name in states[0]:  # same batches; cuDNN may pick other kernels between runs
         torch.testing.assert_close(states[1][name], states[0][name], rtol=1e-5, atol=1e-6)

@@ -40,7 +40,7 @@ from metafgnet.evaluation import evaluate
 from metafgnet.meta import batch_loss, meta_gradients
 from metafgnet.params import MetaParams, OptimParams
 from metafgnet.selection import score_auxiliary
-from metafgnet.training import finetune, meta_train, target_pairs
+from metafgnet.training import LoopRuntime, finetune, meta_train, target_pairs
 from metafgnet.training.batches import EpochPlan
 
 # starts processes, servers or torchrun: `make test-fast` leaves it out
@@ -138,7 +138,7 @@ def test_micro_batches_within_each_rank_are_those_of_one_process(results, build)
 def test_meta_training_without_batchnorm_matches_one_process(results):
     tds, ads, _ = datasets()
     model = plain_model()
-    rows = meta_train(model, tds, ads, MetaParams(**META), device=CPU, seed=SEED)
+    rows = meta_train(model, tds, ads, MetaParams(**META), LoopRuntime(device=CPU, seed=SEED))
     ranks = [results[f"meta-plain-rank{r}"] for r in range(2)]
     assert states_equal(ranks[0]["state"], ranks[1]["state"]) == []
     for name, value in model.state_dict().items():
@@ -158,7 +158,8 @@ def test_meta_training_with_batchnorm_is_bit_identical_to_emulated_ranks(results
 
     def rank(ctx):
         model = models[ctx.rank]
-        rows = meta_train(model, tds, ads, MetaParams(**META), device=CPU, seed=SEED, dist=ctx)
+        rows = meta_train(model, tds, ads, MetaParams(**META),
+                          LoopRuntime(device=CPU, seed=SEED, dist=ctx))
         return model.state_dict(), rows
 
     emulated = run_emulated(2, rank)
@@ -181,7 +182,7 @@ def test_sigterm_to_one_rank_stops_all_after_the_same_step_and_resumes_exactly(r
 def test_finetune_with_sharded_validation_matches_one_process(results):
     tds, _, vds = datasets()
     model = plain_model()
-    fit = finetune(model, tds, vds, OptimParams(**PLAIN_OPTIM), device=CPU, seed=SEED)
+    fit = finetune(model, tds, vds, OptimParams(**PLAIN_OPTIM), LoopRuntime(device=CPU, seed=SEED))
     got = results["finetune"]
     for name, value in model.state_dict().items():
         torch.testing.assert_close(got["state"][name], value, **TIGHT, msg=name)

@@ -12,7 +12,7 @@ from distributed._helpers import ROOT, bn_model, images, worker_env
 from metafgnet.distributed import SINGLE, init_distributed, torchrun_command
 from metafgnet.distributed.sharding import check_divisible, shard_bounds, shard_segments
 from metafgnet.params import MetaParams, RuntimeParams
-from metafgnet.training import meta_train
+from metafgnet.training import LoopRuntime, meta_train
 
 # starts processes, servers or torchrun: `make test-fast` leaves it out
 pytestmark = pytest.mark.slow
@@ -60,8 +60,8 @@ def test_global_batch_sizes_must_split_evenly_over_ranks():
     ctx = EmulatedRank(rank=0, world_size=3, group=ThreadGroup(3))
     with pytest.raises(ValueError, match=r"meta\.batch_size \(4\) must be divisible by .* \(3\)"):
         meta_train(bn_model(), images(16, 3, 1), images(16, 5, 2),
-                   MetaParams(iterations=1, batch_size=4, aux_batch_size=6), device=None,
-                   seed=0, dist=ctx)
+                   MetaParams(iterations=1, batch_size=4, aux_batch_size=6),
+                   LoopRuntime(device=None, seed=0, dist=ctx))
 
 
 STAGE = '''
@@ -69,7 +69,8 @@ import os, sys
 from metafgnet.stages.context import open_stage
 from metafgnet.errors import UserError
 
-with open_stage("probe", ["data", "runtime"], needs_data=sys.argv[1] == "all") as ctx:
+data = "data/prepared/manifests" if sys.argv[1] == "all" else None  # missing on every rank
+with open_stage("probe", ["data", "runtime"], data=data) as ctx:
     if os.environ["RANK"] == "1":  # only rank 1 meets the problem, rank 0 is stopped by torchrun
         raise UserError("rank 1 found a problem; fix it this way")
 '''

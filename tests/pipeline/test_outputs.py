@@ -73,8 +73,8 @@ def test_curves_grow_while_the_stage_runs(tiny_pipeline, tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     curve = repo / "live" / "curves.tsv"
     proc = subprocess.Popen(
-        [sys.executable, "pipeline/meta_train.py", "--init", "models/pretrain", "--out", "live",
-         "--metrics", "live.json"], cwd=repo, env={**env, "PYTHONPATH": "src"},
+        [sys.executable, "pipeline/meta_train.py", "--data", "data/prepared/manifests", "--init",
+         "models/pretrain", "--out", "live", "--metrics", "live.json"], cwd=repo, env={**env, "PYTHONPATH": "src"},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = set()
     while proc.poll() is None:  # rows counted while the stage is still running

@@ -114,15 +114,16 @@ def test_manifest_digest_without_the_index_is_recomputed_from_the_records(prepar
 
 def test_open_stage_logs_the_prepared_data_of_every_stage_that_reads_it(
         client, tracking, tmp_path, monkeypatch):
-    from metafgnet.stages.context import PREPARED, open_stage
+    from metafgnet.stages.context import open_stage
 
-    write_prepared(tmp_path / PREPARED, Path("data/cub"), Path("data/imagenet"))
+    prepared = Path("data/prepared/manifests")
+    write_prepared(tmp_path / prepared, Path("data/cub"), Path("data/imagenet"))
     (tmp_path / "params.yaml").write_text(json.dumps({"tracking": {
         "experiment": tracking.experiment, "agent": False, "system_metrics": False}}))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("METAFGNET_PARAMS", raising=False)
-    with open_stage("evaluate", ["data"]) as ctx:
+    with open_stage("evaluate", ["data"], data=prepared) as ctx:
         run = ctx.run
     assert_dataset_inputs(client.get_run(run.run_id), ctx.data)
     assert ctx.data.root("val") == (tmp_path / "data" / "cub").resolve()  # relative roots

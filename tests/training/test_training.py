@@ -17,6 +17,7 @@ import metafgnet.training.plain as plain_module
 from metafgnet.models import MetaFGNet, build_model
 from metafgnet.params import JointParams, MetaParams, ModelParams, OptimParams, RuntimeParams
 from metafgnet.training import (
+    LoopRuntime,
     NonFiniteError,
     build_meta_optimizer,
     derive_seed,
@@ -67,11 +68,11 @@ def test_meta_train_rerun_gives_identical_weights():
     models = [_resnet(), _resnet()]
     init = copy.deepcopy(models[0])
     for m in models:
-        meta_train(m, tds, ads, _meta(), device=CPU, seed=7)
+        meta_train(m, tds, ads, _meta(), LoopRuntime(device=CPU, seed=7))
     _assert_same_state(*models)
     assert not torch.equal(models[0].backbone.stem[0].weight, init.backbone.stem[0].weight)
     other = _resnet()
-    meta_train(other, tds, ads, _meta(), device=CPU, seed=8)
+    meta_train(other, tds, ads, _meta(), LoopRuntime(device=CPU, seed=8))
     assert not torch.equal(other.target_head.weight, models[0].target_head.weight)
 
 
@@ -83,7 +84,7 @@ def test_meta_train_uses_micro_batches_when_set():
     for micro_batch in (0, 2, 4):
         runs[micro_batch] = _resnet()
         rows = meta_train(runs[micro_batch], tds, ads, _meta(micro_batch=micro_batch),
-                          device=CPU, seed=7)
+                          LoopRuntime(device=CPU, seed=7))
         assert len(rows) == 3
     _assert_same_state(runs[0], runs[4])
     assert not torch.equal(runs[0].backbone.stem[0].weight, runs[2].backbone.stem[0].weight)
@@ -94,7 +95,7 @@ def test_meta_step_is_the_iteration_meta_train_runs():
     tds, ads = _images(16, KT, 1), _images(16, KS, 2)
     meta = _meta(iterations=1)
     trained, stepped = _resnet(), _resnet()
-    meta_train(trained, tds, ads, meta, device=CPU, seed=3)
+    meta_train(trained, tds, ads, meta, LoopRuntime(device=CPU, seed=3))
     seed_everything(3)
     batches = _first_batches(tds, ads, meta, seed=3)
     values, stop = meta_step(stepped.train(), build_meta_optimizer(stepped, meta), batches,
@@ -107,7 +108,7 @@ def test_finetune_rerun_gives_identical_weights():
     tds, vds = _images(16, KT, 1), _images(8, KT, 3)
     opt = OptimParams(epochs=2, batch_size=4)
     models = [_resnet(), _resnet()]
-    fits = [finetune(m, tds, vds, opt, device=CPU, seed=3) for m in models]
+    fits = [finetune(m, tds, vds, opt, LoopRuntime(device=CPU, seed=3)) for m in models]
     _assert_same_state(*models)
     for k, v in fits[0].best_state.items():
         assert torch.equal(v, fits[1].best_state[k]), k
@@ -187,7 +188,7 @@ def test_sequential_and_summed_match_hand_computed_sgd(order, micro_batch):
     for update in ("sequential", "summed"):
         meta = MetaParams(**kw, update=update)
         model = copy.deepcopy(init)
-        meta_train(model, tds, ads, meta, device=CPU, seed=5)
+        meta_train(model, tds, ads, meta, LoopRuntime(device=CPU, seed=5))
         results[update] = dict(model.named_parameters())
         for n, p in init.named_parameters():
             p, lr = p.detach(), _lr_of(n, meta)
@@ -232,7 +233,7 @@ def test_inner_and_outer_batches_are_disjoint_halves_of_one_stream(monkeypatch):
     torch.manual_seed(0)
     model = build_model(ModelParams(width=4), n, KS)
     meta_train(model, IndexLabels(n), _images(8, KS, 2), _meta(iterations=7, batch_size=b),
-               device=CPU, seed=0)
+               LoopRuntime(device=CPU, seed=0))
     assert len(seen) == 7
     for t_i, t_j in seen:
         assert len(t_i) == len(t_j) == b
@@ -260,7 +261,7 @@ def test_running_stats_policy(policy, passes):
     meta = _meta(iterations=1, running_stats=policy)
     init = _resnet()
     model = copy.deepcopy(init)
-    meta_train(model, tds, ads, meta, device=CPU, seed=4)
+    meta_train(model, tds, ads, meta, LoopRuntime(device=CPU, seed=4))
     # expected: exactly the documented train-mode passes, in order, all at the initial θ
     t_i, t_j, s = _first_batches(tds, ads, meta, seed=4)
     ref = copy.deepcopy(init).train()
@@ -280,7 +281,8 @@ def test_running_stats_policy(policy, passes):
 def test_milestones_decay_group_lrs_and_inner_lr_together():
     rows = meta_train(_resnet(), _images(16, KT, 1), _images(16, KS, 2),
                       _meta(iterations=99, milestones=[50], lr_decay=0.5),
-                      device=CPU, seed=0, iterations=5, milestones=[2, 4])  # arguments win
+                      LoopRuntime(device=CPU, seed=0), iterations=5,
+                      milestones=[2, 4])  # arguments win
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
     factors = [1, 1, 0.5, 0.5, 0.25]
     meta = _meta()
@@ -294,7 +296,7 @@ def test_milestones_decay_group_lrs_and_inner_lr_together():
 
 def test_log_rows_are_window_means():
     rows = meta_train(_resnet(), _images(16, KT, 1), _images(16, KS, 2),
-                      _meta(iterations=5, log_every=2), device=CPU, seed=0)
+                      _meta(iterations=5, log_every=2), LoopRuntime(device=CPU, seed=0))
     assert [r["step"] for r in rows] == [1, 3, 4]  # every 2 steps and the last
     assert [r["window_steps"] for r in rows] == [2, 2, 1]
     for key in ("inner_loss", "meta_loss", "aux_loss", "target_acc", "meta_grad_norm",
@@ -311,14 +313,14 @@ def test_nan_input_stops_at_step_zero_naming_the_term_before_any_update():
     model = _resnet()
     before = copy.deepcopy(model)
     with pytest.raises(NonFiniteError, match=r"non-finite inner_loss .* at step 0") as info:
-        meta_train(model, bad, _images(16, KS, 2), _meta(), device=CPU, seed=0)
+        meta_train(model, bad, _images(16, KS, 2), _meta(), LoopRuntime(device=CPU, seed=0))
     assert (info.value.step, info.value.term) == (0, "inner_loss")
     for (n, p), q in zip(model.named_parameters(), before.parameters(), strict=True):
         assert torch.equal(p, q), n
     aux_bad = _images(16, KS, 2)
     aux_bad.tensors[0][:] = float("inf")
     with pytest.raises(NonFiniteError, match="non-finite aux_loss"):
-        meta_train(_resnet(), _images(16, KT, 1), aux_bad, _meta(), device=CPU, seed=0)
+        meta_train(_resnet(), _images(16, KT, 1), aux_bad, _meta(), LoopRuntime(device=CPU, seed=0))
 
 
 def test_non_finite_meta_gradient_names_the_parameter(monkeypatch):
@@ -331,14 +333,15 @@ def test_non_finite_meta_gradient_names_the_parameter(monkeypatch):
 
     monkeypatch.setattr(meta_loop, "meta_gradients", poisoned)
     with pytest.raises(NonFiniteError, match=r"meta_gradient\[target_head\.bias\]"):
-        meta_train(_resnet(), _images(16, KT, 1), _images(16, KS, 2), _meta(), device=CPU, seed=0)
+        meta_train(_resnet(), _images(16, KT, 1), _images(16, KS, 2), _meta(),
+                   LoopRuntime(device=CPU, seed=0))
 
 
 def test_exploding_learning_rate_raises_with_step_and_term():
     with pytest.raises(NonFiniteError) as info:
         meta_train(_resnet(), _images(16, KT, 1), _images(16, KS, 2),
                    _meta(iterations=30, target_head_lr=1e30, backbone_lr=1e30, momentum=0.0),
-                   device=CPU, seed=0)
+                   LoopRuntime(device=CPU, seed=0))
     assert info.value.step > 0
     assert info.value.term.startswith(("inner_loss", "meta_loss", "aux_loss", "meta_gradient[",
                                        "aux_gradient["))
@@ -349,7 +352,7 @@ def test_plain_loop_stops_on_nan_loss():
     bad.tensors[0][:] = float("nan")
     with pytest.raises(NonFiniteError, match="non-finite loss .* at epoch 0, step 0"):
         finetune(_resnet(), bad, _images(8, KT, 3), OptimParams(epochs=1, batch_size=4),
-                 device=CPU, seed=0)
+                 LoopRuntime(device=CPU, seed=0))
 
 
 # ------------------------------------------------------------- plain training
@@ -366,7 +369,8 @@ def test_finetune_resets_head_and_keeps_best_validation_epoch(monkeypatch):
                         lambda *a, **k: {"top1": next(scripted), "mean_class_acc": 0.0})
     snapshots = []
     opt = OptimParams(epochs=4, batch_size=4, milestones=[2], lr_decay=0.1)
-    fit = finetune(model, _images(16, KT, 1), _images(8, KT, 3), opt, device=CPU, seed=0,
+    fit = finetune(model, _images(16, KT, 1), _images(8, KT, 3), opt,
+                   LoopRuntime(device=CPU, seed=0),
                    on_epoch=lambda e, row: snapshots.append(copy.deepcopy(model.state_dict())))
     assert model.target_head is not old_head
     assert model.target_head.weight.abs().max() < 10  # fresh init, not the sentinel 100
@@ -383,7 +387,7 @@ def test_pretrain_trains_backbone_and_source_head_only():
     model = _resnet()
     before = copy.deepcopy(model)
     curves = pretrain(model, _images(16, KS, 2), OptimParams(epochs=2, batch_size=4),
-                      device=CPU, seed=0)
+                      LoopRuntime(device=CPU, seed=0))
     assert [r["epoch"] for r in curves] == [0, 1]
     assert {"loss", "train_acc", "lr_backbone", "lr_source_head"} <= curves[0].keys()
     assert torch.equal(model.target_head.weight, before.target_head.weight)
@@ -394,13 +398,13 @@ def test_pretrain_trains_backbone_and_source_head_only():
 def test_joint_train_logs_both_terms_and_picks_best():
     model = _resnet()
     fit = joint_train(model, _images(16, KT, 1), _images(16, KS, 2),
-                      JointParams(epochs=2, batch_size=4, aux_weight=0.5), device=CPU, seed=0,
-                      val_ds=_images(8, KT, 3))
+                      JointParams(epochs=2, batch_size=4, aux_weight=0.5),
+                      LoopRuntime(device=CPU, seed=0), val_ds=_images(8, KT, 3))
     row = fit.curves[-1]
     assert row["loss"] == pytest.approx(row["target_loss"] + 0.5 * row["aux_loss"], rel=1e-6)
     assert fit.best_epoch in (0, 1) and 0 <= fit.best_val_top1 <= 1
     no_val = joint_train(_resnet(), _images(16, KT, 1), _images(16, KS, 2),
-                         JointParams(epochs=1, batch_size=4), device=CPU, seed=0)
+                         JointParams(epochs=1, batch_size=4), LoopRuntime(device=CPU, seed=0))
     assert (no_val.best_epoch, no_val.best_val_top1) == (0, None)
 
 
@@ -442,7 +446,8 @@ def test_meta_train_on_cuda_with_bf16_autocast_and_deterministic_runtime():
         device = setup_runtime(runtime, seed=0)
         model = _resnet().to(device)
         rows = meta_train(model, _images(16, KT, 1), _images(16, KS, 2), _meta(iterations=2),
-                          device=device, seed=0, autocast=make_autocast(runtime, device))
+                          LoopRuntime(device=device, seed=0,
+                                      autocast=make_autocast(runtime, device)))
         assert all(torch.isfinite(torch.tensor(r["meta_loss"])) for r in rows)
         assert next(model.parameters()).device.type == "cuda"
     finally:
@@ -481,11 +486,12 @@ def test_loader_workers_persist_across_epochs(loop, tmp_path):
         model = _resnet()
         kwargs = {"num_workers": workers, "prefetch_factor": 2} if workers else {}
         if loop == "finetune":
-            fit = finetune(model, train, _images(6, KT, 2), optim, device=CPU, seed=0,
-                           loader_kwargs=kwargs)
+            fit = finetune(model, train, _images(6, KT, 2), optim,
+                           LoopRuntime(device=CPU, seed=0, loader_kwargs=kwargs))
         else:
-            fit = joint_train(model, train, aux, JointParams(epochs=3, batch_size=4), device=CPU,
-                              seed=0, val_ds=_images(6, KT, 2), loader_kwargs=kwargs)
+            fit = joint_train(model, train, aux, JointParams(epochs=3, batch_size=4),
+                              LoopRuntime(device=CPU, seed=0, loader_kwargs=kwargs),
+                              val_ds=_images(6, KT, 2))
         return fit.best_state
 
     in_main = fit(0)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from metafgnet.params import Params, deep_merge, parse_params, to_dict
+from metafgnet.training import LoopRuntime
 
 TINY = {
     "synthetic": {"image_size": 16, "target_classes": 4, "train_per_class": 9,
@@ -87,7 +88,7 @@ def tiny(tmp_path_factory) -> Tiny:
         model = build_model(params.model, len(data.target_classes), len(data.auxiliary_classes))
         aux = ImageDataset(data.auxiliary, data.root("auxiliary"),
                            train_transform(params.data, "random_resized_crop"))
-        pretrain(model, aux, params.pretrain, device=device, seed=params.seed)
+        pretrain(model, aux, params.pretrain, LoopRuntime(device=device, seed=params.seed))
         init = root / "models" / "pretrain" / "model.pt"
         save_model(init, model, to_dict(params.model), {"seed": params.seed}, "pretrain")
         load_prepared(root / "prepared")

@@ -21,7 +21,8 @@ def test_disabled_stage_writes_current_values_without_searching(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "METAFGNET_AUDIT": str(tmp_path / "a")}
     env.pop("METAFGNET_PARAMS", None)
-    subprocess.run([sys.executable, str(ROOT / "pipeline" / "tune.py")], cwd=tmp_path, env=env,
+    subprocess.run([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--data",
+                    "data/prepared/manifests"], cwd=tmp_path, env=env,
                    check=True, capture_output=True, timeout=120)
     best = yaml.safe_load((tmp_path / "results/tune/best_params.yaml").read_text())
     assert best == nest(current_values(parse_params(raw)))
@@ -40,7 +41,8 @@ def test_dvc_stage_is_declared_and_nothing_depends_on_it():
     tune = stages["tune"]
     assert tune["outs"] == ["results/tune"]
     assert sorted(tune["params"]) == sorted(SECTIONS)
-    assert {"pipeline/tune.py", "src/metafgnet/tuning", "data/prepared", "models/pretrain"} <= set(
+    assert {"pipeline/tune.py", "src/metafgnet/tuning/run.py", "data/prepared",
+            "models/pretrain"} <= set(
         tune["deps"])
     for name, stage in stages.items():
         body = stage.get("do", stage)

@@ -4,6 +4,8 @@ When ``METAFGNET_AUDIT`` names a folder, :func:`start` installs an audit hook (P
 records every file the stage process opens, and :func:`finish` writes them, together with the
 source files of every imported ``metafgnet`` module and the params sections the stage declared,
 to ``<folder>/<stage>.json``. Off by default: the hook costs nothing unless asked for.
+A test holds every stage's code deps in ``dvc.yaml`` to :func:`code_deps` of its record, file by
+file, so that editing one stage's code re-runs that stage and what depends on its outputs only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ import json
 import os
 import sys
 from pathlib import Path
+
+# Modules whose code cannot change a stage's outputs, so they are no stage's deps in
+# ``dvc.yaml``: where results are logged (tracking) and what is redacted there (credentials),
+# provenance tags, the preflight checks, this audit, the package's docstring.
+OBSERVATIONAL = ("src/metafgnet/tracking/", "src/metafgnet/credentials.py",
+                 "src/metafgnet/provenance.py", "src/metafgnet/preflight.py",
+                 "src/metafgnet/stages/audit.py", "src/metafgnet/__init__.py")
 
 _OPENED: dict[str, set[str]] = {"read": set(), "write": set()}
 _ACTIVE = False
@@ -35,6 +44,13 @@ def _hook(event: str, args: tuple) -> None:
         return
     if isinstance(path, str | bytes | os.PathLike):  # not a file descriptor
         _OPENED[kind].add(os.path.abspath(os.fsdecode(path)))
+
+
+def code_deps(modules: list[str]) -> list[str]:
+    """The source files among ``modules`` (a record's ``modules``, repository-relative) that a
+    stage importing them must list in its ``dvc.yaml`` deps, one by one: every ``src/`` file but
+    the :data:`OBSERVATIONAL` ones."""
+    return sorted(m for m in modules if m.startswith("src/") and not m.startswith(OBSERVATIONAL))
 
 
 def start() -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,25 +25,16 @@ from metafgnet.data import (
     load_prepared,
     loader_kwargs,
 )
-from metafgnet.errors import Interrupted, UserError
 from metafgnet.io import TsvAppender, file_digest
-from metafgnet.params import (
-    ExecutionParams,
-    Params,
-    TrackingParams,
-    load_params,
-    to_dict,
-)
+from metafgnet.params import ExecutionParams, Params, TrackingParams, to_dict
 from metafgnet.preflight import check_once
 from metafgnet.provenance import repo_root
-from metafgnet.stages import audit
-from metafgnet.stages.failure import debugging, fail
+from metafgnet.stages.shell import params_path, stage_shell
 from metafgnet.tracking import NullRun, execution_id, stage_run
 
 if TYPE_CHECKING:
     from metafgnet.distributed import DistContext
-
-PREPARED = Path("data/prepared/manifests")
+    from metafgnet.training import LoopRuntime
 
 log = logging.getLogger("metafgnet")
 
@@ -100,30 +89,29 @@ class StageContext:
         if self.dist.is_main:
             self.curves = TsvAppender(path)
 
-    def train_kwargs(self, *inputs: Path, seed: int | None = None) -> dict:
-        """Keyword arguments every training loop takes, decided once for the stage.
+    def loop(self, *inputs: Path, seed: int | None = None) -> LoopRuntime:
+        """How the stage's training loop runs (:class:`metafgnet.training.LoopRuntime`),
+        decided once for the stage.
 
         ``inputs`` (the init model, a selection file) are fingerprinted with the declared
         params and the data digest, so a checkpoint left by an earlier configuration or an
         earlier upstream result is set aside instead of resumed. ``seed``: default the top-level
         ``seed`` (source pretraining passes its own).
         """
-        from metafgnet.training import make_autocast
+        from metafgnet.training import LoopRuntime, make_autocast
 
         p = self.params
-        fingerprint = {"params": p.declared(), **self.input_digests(*inputs)}
-        return {"device": self.device, "seed": p.seed if seed is None else seed,
-                "loader_kwargs": self.loader_kwargs,
-                "autocast": make_autocast(p.runtime, self.device), "dist": self.dist,
-                "checkpoint_dir": self.checkpoint_dir,
-                "checkpoint_every": self.execution.checkpoint_every,
-                "channels_last": p.runtime.channels_last, "fingerprint_extra": fingerprint}
+        return LoopRuntime(
+            self.device, p.seed if seed is None else seed, self.loader_kwargs,
+            make_autocast(p.runtime, self.device), self.dist, self.checkpoint_dir,
+            self.execution.checkpoint_every, p.runtime.channels_last,
+            {"params": p.declared(), **self.input_digests(*inputs)})
 
     def input_digests(self, *inputs: Path) -> dict[str, str]:
         """What the stage read besides params and code: ``{"data": prepared-data digest,
         "<input path>": sha256 of the file}`` (paths as the stage names them, relative to the
         repository; a file outside it, such as ImageNet weights in torch's cache, by its name).
-        Fingerprints checkpoints (:meth:`train_kwargs`) and makes a model file's provenance
+        Fingerprints checkpoints (:meth:`loop`) and makes a model file's provenance
         (:func:`metafgnet.models.files.provenance_digest`)."""
         return {"data": self.data.digest,
                 **{(path.name if path.is_absolute() else path.as_posix()): file_digest(path)
@@ -154,61 +142,45 @@ class StageContext:
         log.info("%s step %d %s", self.name, step, shown)
 
 
-def _configure_logging() -> None:
-    stream = sys.stderr
-    fmt = "%(message)s" if stream.isatty() else "%(asctime)s %(levelname)s %(message)s"
-    logging.basicConfig(level=logging.INFO, format=fmt, stream=stream, force=True)
-
-
 @contextlib.contextmanager
-def open_stage(name: str, sections: Sequence[str], *, needs_data: bool = True,
+def open_stage(name: str, sections: Sequence[str], *, data: Path | None = None,
                lineage: bool = False) -> Iterator[StageContext]:
-    """Load params, set up the runtime once, open the stage's tracking run.
+    """Load params, set up the runtime once, open the stage's tracking run (inside
+    :func:`metafgnet.stages.shell.stage_shell`: audit, logging, how an error ends the stage).
 
     ``sections`` are the params sections the stage declares in ``dvc.yaml``; ``tracking`` and
     ``execution`` are always readable (where results are logged and how the stage executes,
-    never what the results are). With
+    never what the results are). ``data``: the prepared manifests folder the stage reads (its
+    command passes it), or None for a stage that reads none. With
     ``runtime.nproc > 1`` the stage re-executes itself under ``torchrun``; rank 0 alone logs,
     writes outputs and checkpoints. A SIGTERM during training checkpoints and exits 143.
     ``lineage``: the stage's run logs every params section (see
     :func:`metafgnet.tracking.stage_run`); the stage still reads only ``sections``.
     """
-    audit.start()
-    _configure_logging()
-    dist = None
-    try:
-        params_file = os.environ.get("METAFGNET_PARAMS", "params.yaml")
-        params = load_params(params_file)
-        root = repo_root()
-        check_once(execution_id(), params_file, root)  # first stage of the execution
-        dist, device = (_start_runtime(params, sections) if "runtime" in sections
-                        else (None, torch.device("cpu")))
-        is_main = dist is None or dist.is_main
-        data = load_prepared(PREPARED) if needs_data else None
-        run_cm = (stage_run(name, params, sections, tracking=params.tracking,
-                            data_digest=data.digest if data is not None else None,
-                            device=str(device), lineage=lineage)
-                  if is_main else contextlib.nullcontext(NullRun(name)))
-        with run_cm as run:
-            if data is not None:  # the splits as the run's MLflow dataset inputs (no image read)
-                run.log_datasets(data)
-            yield StageContext(name, DeclaredParams(params, sections), device, data, run,
-                               params.tracking, params.execution, dist,
-                               root / "checkpoints" / name)
-        if is_main:
-            audit.finish(name, list(sections))
-    except Interrupted as exc:
-        log.warning("%s interrupted: %s", name, exc)
-        sys.exit(exc.exit_code)
-    except UserError as exc:
-        if debugging():
-            raise
-        fail(name, exc)
-    finally:
-        if dist is not None:
-            from metafgnet.distributed import teardown
+    with stage_shell(name, sections) as params:
+        dist = None
+        try:
+            root = repo_root()
+            check_once(execution_id(), params_path(), root)  # first stage of the execution
+            dist, device = (_start_runtime(params, sections) if "runtime" in sections
+                            else (None, torch.device("cpu")))
+            is_main = dist is None or dist.is_main
+            prepared = load_prepared(data) if data is not None else None
+            run_cm = (stage_run(name, params, sections, tracking=params.tracking,
+                                data_digest=prepared.digest if prepared is not None else None,
+                                device=str(device), lineage=lineage)
+                      if is_main else contextlib.nullcontext(NullRun(name)))
+            with run_cm as run:
+                if prepared is not None:  # the splits as MLflow dataset inputs (no image read)
+                    run.log_datasets(prepared)
+                yield StageContext(name, DeclaredParams(params, sections), device, prepared, run,
+                                   params.tracking, params.execution, dist,
+                                   root / "checkpoints" / name)
+        finally:
+            if dist is not None:
+                from metafgnet.distributed import teardown
 
-            teardown()
+                teardown()
 
 
 def _start_runtime(params: Params, sections: Sequence[str]) -> tuple[DistContext, torch.device]:

@@ -77,7 +77,7 @@ def run_pretrain(ctx: StageContext, out: Path) -> dict:
     inputs = () if p.model.pretrained == "none" else (cache_path(p.model.backbone),)
     ctx.live_curves(out / "curves.tsv")
     curves = pretrain(model, ctx.auxiliary("random_resized_crop"), p.pretrain,
-                      on_epoch=ctx.log_step, **ctx.train_kwargs(*inputs, seed=p.pretrain.seed))
+                      ctx.loop(*inputs, seed=p.pretrain.seed), on_epoch=ctx.log_step)
     metrics = {k: v for k, v in curves[-1].items() if k != "epoch"}
     _write_outputs(ctx, out, model, to_dict(p.model), curves, metrics, inputs=inputs)
     return metrics
@@ -107,8 +107,8 @@ def run_meta_train(ctx: StageContext, init: Path, out: Path, metrics_path: Path,
     with PeakMemory(ctx.device) as memory:
         curves = meta_train(model, ctx.target("train", "random_resized_crop"),
                             ctx.auxiliary("random_resized_crop", records), p.meta,
-                            iterations=iterations, milestones=milestones, on_step=ctx.log_step,
-                            **ctx.train_kwargs(*inputs))
+                            ctx.loop(*inputs), iterations=iterations, milestones=milestones,
+                            on_step=ctx.log_step)
     val = sharded_evaluate(model, ctx.target("val", None), dist=ctx.dist, device=ctx.device,
                            batch_size=256, loader_kwargs=ctx.loader_kwargs)
     metrics = {"val_top1": val["top1"], "iterations": iterations, "aux_images": len(records),
@@ -126,9 +126,8 @@ def run_joint(ctx: StageContext, init: Path, out: Path) -> dict:
     model, arch = _load(ctx, init)
     ctx.live_curves(out / "curves.tsv")
     fit = joint_train(model, ctx.target("train", "random_resized_crop"),
-                      ctx.auxiliary("random_resized_crop"), p.joint,
-                      val_ds=ctx.target("val", None), on_epoch=ctx.log_step,
-                      **ctx.train_kwargs(init / "model.pt"))
+                      ctx.auxiliary("random_resized_crop"), p.joint, ctx.loop(init / "model.pt"),
+                      val_ds=ctx.target("val", None), on_epoch=ctx.log_step)
     metrics = {"best_epoch": fit.best_epoch, "val_top1": fit.best_val_top1}
     _write_outputs(ctx, out, model, arch, fit.curves, metrics, inputs=(init / "model.pt",))
     return metrics
@@ -140,7 +139,7 @@ def run_finetune(ctx: StageContext, init: Path, out: Path) -> dict:
     model, arch = _load(ctx, init)
     ctx.live_curves(out / "curves.tsv")
     fit = finetune(model, ctx.target("train", "random_crop"), ctx.target("val", None), p.finetune,
-                   on_epoch=ctx.log_step, **ctx.train_kwargs(init / "model.pt"))
+                   ctx.loop(init / "model.pt"), on_epoch=ctx.log_step)
     metrics = {"best_epoch": fit.best_epoch, "val_top1": fit.best_val_top1}
     _write_outputs(ctx, out, model, arch, fit.curves, metrics, inputs=(init / "model.pt",))
     return metrics

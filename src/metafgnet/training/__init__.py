@@ -32,6 +32,7 @@ from metafgnet.training.optim import (
 from metafgnet.training.plain import FitResult, finetune, joint_train, pretrain
 from metafgnet.training.runtime import (
     AutocastFactory,
+    LoopRuntime,
     derive_seed,
     make_autocast,
     prepare_model,
@@ -48,6 +49,7 @@ __all__ = [
     "Checkpointer",
     "TrainingInterrupted",
     "FitResult",
+    "LoopRuntime",
     "NonFiniteError",
     "StepDecay",
     "WindowMean",

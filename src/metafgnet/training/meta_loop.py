@@ -57,7 +57,6 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +80,7 @@ from metafgnet.training.checkpointing import (
 )
 from metafgnet.training.monitor import WindowMean, fetch_finite, grad_norm
 from metafgnet.training.optim import StepDecay, build_sgd, scaled_schedule, set_grads
-from metafgnet.training.runtime import AutocastFactory, derive_seed, seed_everything
+from metafgnet.training.runtime import AutocastFactory, LoopRuntime, derive_seed, seed_everything
 
 RUNNING_STATS = ("extra_forward", "inner_pass", "auxiliary_only")
 
@@ -91,19 +90,11 @@ def meta_train(
     target_ds: Dataset,
     aux_ds: Dataset,
     meta: MetaParams,
+    loop: LoopRuntime,
     *,
-    device: torch.device,
-    seed: int,
     iterations: int | None = None,
     milestones: list[int] | None = None,
     on_step: Callable[[int, dict], None] | None = None,
-    loader_kwargs: dict | None = None,
-    autocast: AutocastFactory = contextlib.nullcontext,
-    dist: DistContext = SINGLE,
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int = 0,
-    channels_last: bool = False,
-    fingerprint_extra: dict | None = None,
 ) -> list[dict]:
     """Meta-train a ``MetaFGNet`` in place for ``iterations`` (default ``meta.iterations``).
 
@@ -117,26 +108,25 @@ def meta_train(
     global L2 norms of the unweighted gradients); lr columns and ``inner_lr`` are the values at
     ``step``. Raises :class:`~metafgnet.training.monitor.NonFiniteError` naming the step and the
     term (``inner_loss``, ``meta_loss``, ``aux_loss``, ``meta_gradient[<param>]``,
-    ``aux_gradient[<param>]``). Deterministic given ``seed`` on CPU at a pinned thread count.
+    ``aux_gradient[<param>]``). Deterministic given ``loop.seed`` on CPU at a pinned thread
+    count.
 
     BatchNorm runs in train mode in every pass; ``meta.running_stats`` decides which passes
     move its running statistics (all at the pre-update ``θ``): ``extra_forward`` = no-grad
     ``T_j`` forward then the auxiliary pass; ``inner_pass`` = the ``T_i`` inner pass then the
     auxiliary pass; ``auxiliary_only`` = the auxiliary pass alone (module docstring).
 
-    ``dist`` (from :func:`metafgnet.distributed.init_distributed`): data parallel over its
-    ranks, module docstring "Distributed". ``meta.batch_size`` and ``meta.aux_batch_size`` are
-    GLOBAL and must be divisible by the world size. ``checkpoint_dir``: resume from its last
-    good checkpoint, write one every ``checkpoint_every`` steps (0: only on SIGTERM) and on
-    SIGTERM (then raise :class:`~metafgnet.training.checkpointing.TrainingInterrupted`); a
-    checkpoint of another configuration is set aside. ``fingerprint_extra``: more settings a
-    resume must match (the stage's params). ``channels_last``: batches in channels-last layout
-    (give the model the same with :func:`~metafgnet.training.runtime.prepare_model`).
+    ``loop`` (:class:`~metafgnet.training.runtime.LoopRuntime`): device, seed, loaders,
+    precision; with ``loop.dist`` data parallel over its ranks, module docstring "Distributed"
+    (``meta.batch_size`` and ``meta.aux_batch_size`` are GLOBAL and must be divisible by the
+    world size); with ``loop.checkpoint_dir`` resume and checkpoints, on SIGTERM too (then
+    :class:`~metafgnet.training.checkpointing.TrainingInterrupted` is raised).
     """
     if meta.running_stats not in RUNNING_STATS:
         raise ValueError(f"meta.running_stats must be one of {RUNNING_STATS}")
     iterations = meta.iterations if iterations is None else int(iterations)
     milestones = list(meta.milestones if milestones is None else milestones)
+    device, seed, dist = loop.device, loop.seed, loop.dist
     local_b = check_divisible(meta.batch_size, dist.world_size, "meta.batch_size")
     check_divisible(meta.aux_batch_size, dist.world_size, "meta.aux_batch_size")
     seed_everything(seed)
@@ -144,10 +134,10 @@ def meta_train(
     dist.broadcast_(module_state_tensors(model))  # every rank starts from rank 0's weights
     optimizer = build_meta_optimizer(model, meta)
     schedule = StepDecay(optimizer, milestones, meta.lr_decay)
-    ckpt = Checkpointer(checkpoint_dir, every=checkpoint_every, dist=dist, config={
+    ckpt = Checkpointer(loop.checkpoint_dir, every=loop.checkpoint_every, dist=dist, config={
         "loop": "meta_train", "meta": to_dict(meta), "seed": seed, "iterations": iterations,
         "milestones": milestones, "world_size": dist.world_size, "target_items": len(target_ds),
-        "aux_items": len(aux_ds), "model": model_signature(model), "extra": fingerprint_extra})
+        "aux_items": len(aux_ds), "model": model_signature(model), "extra": loop.fingerprint_extra})
     window, rows, start = WindowMean(), [], 0
     resumed = ckpt.restore()
     if resumed is not None:
@@ -155,23 +145,24 @@ def meta_train(
     # the data order is a function of (seed, batch counter): streams restart at ``start``
     target_stream = BatchStream(target_ds, 2 * meta.batch_size, seed=derive_seed(seed, "target"),
                                 segments=[meta.batch_size, meta.batch_size], rank=dist.rank,
-                                world_size=dist.world_size, loader_kwargs=loader_kwargs)
+                                world_size=dist.world_size, loader_kwargs=loop.loader_kwargs)
     aux_stream = BatchStream(aux_ds, meta.aux_batch_size, seed=derive_seed(seed, "aux"),
                              rank=dist.rank, world_size=dist.world_size,
-                             loader_kwargs=loader_kwargs)
+                             loader_kwargs=loop.loader_kwargs)
     pairs, aux_batches = pair_stream(target_stream, local_b, start), aux_stream.endless(start)
     with (stop_requests(ckpt.enabled) as stop,
           Progress("meta_train", iterations, unit="step", initial=start,
                    enabled=dist.is_main) as bar):
         for step in range(start, iterations):
             # 1. batches (this rank's shards of T_i, T_j and S)
-            t_i, t_j = (to_device(b, device, channels_last=channels_last) for b in next(pairs))
-            s_batch = to_device(next(aux_batches), device, channels_last=channels_last)
+            t_i, t_j = (to_device(b, device, channels_last=loop.channels_last)
+                        for b in next(pairs))
+            s_batch = to_device(next(aux_batches), device, channels_last=loop.channels_last)
             # 2. schedule: group lrs and η share the decay factor
             inner_lr = meta.inner_lr * schedule.apply(step)
             # 3.-8. meta-gradient, target_acc, auxiliary gradient, ranks agree, checks, update
             values, stopping = meta_step(model, optimizer, (t_i, t_j, s_batch), inner_lr, meta,
-                                         step=step, autocast=autocast, dist=dist,
+                                         step=step, autocast=loop.autocast, dist=dist,
                                          stop_requested=stop.requested)
             window.add(values, images=2 * meta.batch_size + meta.aux_batch_size)
             bar.update()

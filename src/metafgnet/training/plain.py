@@ -16,32 +16,32 @@ Epochs are 0-based: epoch ``e`` trains at ``lr * lr_decay ** #{m in milestones :
 Every row of ``curves`` holds epoch MEANS over its steps (losses, ``train_acc``) and the lrs
 the epoch ran at; with a validation set also ``val_top1`` / ``val_mean_class_acc``.
 
-Scale and resilience, shared by the three through :func:`_fit`: with ``dist`` (torchrun) each
+How a loop runs (device, seed, loaders, precision, process group, checkpoints, memory layout)
+is one :class:`~metafgnet.training.runtime.LoopRuntime`. Scale and resilience, shared by the
+three through :func:`_fit`: with ``loop.dist`` (torchrun) each
 rank trains on its slice of every global batch (``batch_size`` is global, divisible by the world
 size), gradients, BatchNorm running statistics and the logged values are averaged in one
 all-reduce per step (:func:`metafgnet.distributed.sync_step`; no DDP needed without double
 backward), and validation is sharded and gathered (:func:`metafgnet.distributed.sharded_evaluate`),
-so every rank picks the same best epoch. With ``checkpoint_dir`` the loop resumes from its last
-good checkpoint, saves every ``checkpoint_every`` steps (a step = one batch; a checkpoint that
+so every rank picks the same best epoch. With ``loop.checkpoint_dir`` the loop resumes from its
+last good checkpoint, saves every ``loop.checkpoint_every`` steps (a step = one batch; a checkpoint that
 falls on an epoch's last batch is written after that epoch's validation) and on SIGTERM
 (:mod:`metafgnet.training.checkpointing`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import signal
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from metafgnet.distributed import SINGLE, DistContext, sharded_evaluate, sync_step
+from metafgnet.distributed import sharded_evaluate, sync_step
 from metafgnet.distributed.collectives import float_buffers, module_state_tensors
 from metafgnet.evaluation import evaluate
 from metafgnet.params import JointParams, OptimParams, to_dict
@@ -57,7 +57,7 @@ from metafgnet.training.checkpointing import (
 )
 from metafgnet.training.monitor import WindowMean, fetch_finite
 from metafgnet.training.optim import StepDecay, build_sgd
-from metafgnet.training.runtime import AutocastFactory, derive_seed, seed_everything
+from metafgnet.training.runtime import LoopRuntime, derive_seed, seed_everything
 
 # A batch -> (loss to minimise, named 0-d values to log, images in the batch)
 LossFn = Callable[[object], tuple[torch.Tensor, dict[str, torch.Tensor], int]]
@@ -82,79 +82,45 @@ class FitResult:
     curves: list[dict]
 
 
-@dataclasses.dataclass(frozen=True)
-class Scale:
-    """How a plain loop runs: process group, checkpoints, memory layout (module docstring)."""
-
-    dist: DistContext = SINGLE
-    checkpoint_dir: str | Path | None = None
-    checkpoint_every: int = 0
-    channels_last: bool = False
-    fingerprint_extra: dict | None = None
-    loader_kwargs: dict | None = None  # also for the validation loader
-
-
-def pretrain(
-    model: nn.Module, aux_ds: Dataset, optim: OptimParams, *, device: torch.device, seed: int,
-    on_epoch: EpochCallback | None = None, loader_kwargs: dict | None = None,
-    autocast: AutocastFactory = contextlib.nullcontext, dist: DistContext = SINGLE,
-    checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
-    channels_last: bool = False, fingerprint_extra: dict | None = None,
-) -> list[dict]:
+def pretrain(model: nn.Module, aux_ds: Dataset, optim: OptimParams, loop: LoopRuntime, *,
+             on_epoch: EpochCallback | None = None) -> list[dict]:
     """docs/method.md, stage 1: train backbone (``backbone_lr``) + source head (``head_lr``) in
     place."""
-    scale = Scale(dist, checkpoint_dir, checkpoint_every, channels_last, fingerprint_extra,
-                  loader_kwargs)
-    seed_everything(seed)
-    model.to(device)
+    seed_everything(loop.seed)
+    model.to(loop.device)
     net = model.source_net()
-    stream = _stream(aux_ds, optim.batch_size, derive_seed(seed, "aux"), dist, loader_kwargs)
+    stream = _stream(aux_ds, optim.batch_size, derive_seed(loop.seed, "aux"), loop)
     return _fit(model, {"backbone": optim.backbone_lr, "source_head": optim.head_lr}, optim,
                 lambda step: stream.loader(step, optim.epochs * stream.batches_per_epoch),
-                stream.batches_per_epoch,
-                _ce_loss(net, device, autocast, channels_last), device=device, scale=scale,
-                config={"loop": "pretrain", "seed": seed, "items": len(aux_ds)},
+                stream.batches_per_epoch, _ce_loss(net, loop), loop=loop,
+                config={"loop": "pretrain", "seed": loop.seed, "items": len(aux_ds)},
                 on_epoch=on_epoch).curves
 
 
-def finetune(
-    model: nn.Module, train_ds: Dataset, val_ds: Dataset, optim: OptimParams, *,
-    device: torch.device, seed: int, on_epoch: EpochCallback | None = None,
-    loader_kwargs: dict | None = None, autocast: AutocastFactory = contextlib.nullcontext,
-    restore_best: bool = True, dist: DistContext = SINGLE,
-    checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
-    channels_last: bool = False, fingerprint_extra: dict | None = None,
-) -> FitResult:
+def finetune(model: nn.Module, train_ds: Dataset, val_ds: Dataset, optim: OptimParams,
+             loop: LoopRuntime, *, on_epoch: EpochCallback | None = None,
+             restore_best: bool = True) -> FitResult:
     """docs/method.md, stage 5: fresh target head (``head_lr``) + backbone (``backbone_lr``).
 
     The target head is re-initialised (seeded) first; the source head is not trained. The
     validation set picks the best epoch; with ``restore_best`` the model ends at that state.
     """
-    scale = Scale(dist, checkpoint_dir, checkpoint_every, channels_last, fingerprint_extra,
-                  loader_kwargs)
-    seed_everything(seed)
-    model.to(device)
+    seed_everything(loop.seed)
+    model.to(loop.device)
     model.reset_target_head()  # fresh head, initialised from the seeded global RNG
     net = model.target_net()
-    stream = _stream(train_ds, optim.batch_size, derive_seed(seed, "target"), dist, loader_kwargs)
+    stream = _stream(train_ds, optim.batch_size, derive_seed(loop.seed, "target"), loop)
     return _fit(model, {"backbone": optim.backbone_lr, "target_head": optim.head_lr}, optim,
                 lambda step: stream.loader(step, optim.epochs * stream.batches_per_epoch),
-                stream.batches_per_epoch,
-                _ce_loss(net, device, autocast, channels_last), device=device, scale=scale,
-                config={"loop": "finetune", "seed": seed, "items": len(train_ds),
+                stream.batches_per_epoch, _ce_loss(net, loop), loop=loop,
+                config={"loop": "finetune", "seed": loop.seed, "items": len(train_ds),
                         "val_items": len(val_ds)},
                 val_ds=val_ds, on_epoch=on_epoch, restore_best=restore_best)
 
 
-def joint_train(
-    model: nn.Module, target_ds: Dataset, aux_ds: Dataset, joint: JointParams, *,
-    device: torch.device, seed: int, val_ds: Dataset | None = None,
-    on_epoch: EpochCallback | None = None, loader_kwargs: dict | None = None,
-    autocast: AutocastFactory = contextlib.nullcontext, restore_best: bool = True,
-    dist: DistContext = SINGLE, checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int = 0, channels_last: bool = False,
-    fingerprint_extra: dict | None = None,
-) -> FitResult:
+def joint_train(model: nn.Module, target_ds: Dataset, aux_ds: Dataset, joint: JointParams,
+                loop: LoopRuntime, *, val_ds: Dataset | None = None,
+                on_epoch: EpochCallback | None = None, restore_best: bool = True) -> FitResult:
     """Multi-task baseline: ``L(T; θ_b, θ_c^t) + aux_weight · L(S; θ_b, θ_c^s)`` per step.
 
     Fresh (seeded) target head at ``head_lr``; backbone and the pretrained source head at
@@ -162,19 +128,17 @@ def joint_train(
     the next batch of an endless auxiliary stream of the same size (auxiliary batch number =
     global step).
     """
-    scale = Scale(dist, checkpoint_dir, checkpoint_every, channels_last, fingerprint_extra,
-                  loader_kwargs)
-    seed_everything(seed)
-    model.to(device)
+    seed_everything(loop.seed)
+    model.to(loop.device)
     model.reset_target_head()
     target_net, source_net = model.target_net(), model.source_net()
-    target_stream = _stream(target_ds, joint.batch_size, derive_seed(seed, "target"), dist,
-                            loader_kwargs)
-    aux_stream = _stream(aux_ds, joint.batch_size, derive_seed(seed, "aux"), dist, loader_kwargs)
+    target_stream = _stream(target_ds, joint.batch_size, derive_seed(loop.seed, "target"), loop)
+    aux_stream = _stream(aux_ds, joint.batch_size, derive_seed(loop.seed, "aux"), loop)
 
     def loss_fn(pair: tuple[Batch, Batch]):
-        (xt, yt), (xs, ys) = (to_device(b, device, channels_last=channels_last) for b in pair)
-        with autocast():
+        (xt, yt), (xs, ys) = (to_device(b, loop.device, channels_last=loop.channels_last)
+                              for b in pair)
+        with loop.autocast():
             logits = target_net(xt)  # (B, Kt)
             target_loss = F.cross_entropy(logits, yt)
             aux_loss = F.cross_entropy(source_net(xs), ys)
@@ -189,26 +153,24 @@ def joint_train(
     return _fit(model, lrs, joint,
                 lambda step: zip(target_stream.loader(step, end), aux_stream.endless(step),
                                  strict=False),
-                target_stream.batches_per_epoch, loss_fn, device=device, scale=scale,
-                config={"loop": "joint_train", "seed": seed, "items": len(target_ds),
+                target_stream.batches_per_epoch, loss_fn, loop=loop,
+                config={"loop": "joint_train", "seed": loop.seed, "items": len(target_ds),
                         "aux_items": len(aux_ds),
                         "val_items": None if val_ds is None else len(val_ds)},
                 val_ds=val_ds, on_epoch=on_epoch, restore_best=restore_best)
 
 
-def _stream(ds: Dataset, batch_size: int, seed: int, dist: DistContext,
-            loader_kwargs: dict | None) -> BatchStream:
-    return BatchStream(ds, batch_size, seed=seed, rank=dist.rank, world_size=dist.world_size,
-                       loader_kwargs=loader_kwargs)
+def _stream(ds: Dataset, batch_size: int, seed: int, loop: LoopRuntime) -> BatchStream:
+    return BatchStream(ds, batch_size, seed=seed, rank=loop.dist.rank,
+                       world_size=loop.dist.world_size, loader_kwargs=loop.loader_kwargs)
 
 
-def _ce_loss(net: nn.Module, device: torch.device, autocast: AutocastFactory,
-             channels_last: bool = False) -> LossFn:
+def _ce_loss(net: nn.Module, loop: LoopRuntime) -> LossFn:
     """Cross-entropy of ``net`` on one ``(x, y)`` batch, with its train accuracy."""
 
     def loss_fn(batch: Batch):
-        x, y = to_device(batch, device, channels_last=channels_last)  # (B, C, H, W), (B,)
-        with autocast():
+        x, y = to_device(batch, loop.device, channels_last=loop.channels_last)  # (B,C,H,W), (B,)
+        with loop.autocast():
             logits = net(x)  # (B, K)
             loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(dim=1) == y).float().mean()
@@ -217,30 +179,29 @@ def _ce_loss(net: nn.Module, device: torch.device, autocast: AutocastFactory,
     return loss_fn
 
 
-def _validate(model: nn.Module, val_ds: Dataset, scale: Scale, device: torch.device,
-              batch_size: int) -> dict:
-    if not scale.dist.enabled:
-        return evaluate(model, val_ds, device=device, batch_size=batch_size,
-                        loader_kwargs=scale.loader_kwargs)
-    return sharded_evaluate(model, val_ds, dist=scale.dist, device=device,
-                            batch_size=batch_size, loader_kwargs=scale.loader_kwargs)
+def _validate(model: nn.Module, val_ds: Dataset, loop: LoopRuntime, batch_size: int) -> dict:
+    if not loop.dist.enabled:
+        return evaluate(model, val_ds, device=loop.device, batch_size=batch_size,
+                        loader_kwargs=loop.loader_kwargs)
+    return sharded_evaluate(model, val_ds, dist=loop.dist, device=loop.device,
+                            batch_size=batch_size, loader_kwargs=loop.loader_kwargs)
 
 
 def _fit(
     model: nn.Module, lrs: dict[str, float], optim: OptimParams, batches_from: BatchesFrom,
-    steps_per_epoch: int, loss_fn: LossFn, *, device: torch.device, scale: Scale, config: dict,
+    steps_per_epoch: int, loss_fn: LossFn, *, loop: LoopRuntime, config: dict,
     val_ds: Dataset | None = None, on_epoch: EpochCallback | None = None,
     restore_best: bool = False,
 ) -> FitResult:
     """The shared epoch loop: schedule, train steps, validation, best-state bookkeeping,
     step synchronisation across ranks and checkpoints (module docstring)."""
-    dist = scale.dist
+    dist = loop.dist
     dist.broadcast_(module_state_tensors(model))  # every rank starts from rank 0's weights
     optimizer = build_sgd(model, lrs, momentum=optim.momentum, weight_decay=optim.weight_decay)
     schedule = StepDecay(optimizer, optim.milestones, optim.lr_decay)
-    ckpt = Checkpointer(scale.checkpoint_dir, every=scale.checkpoint_every, dist=dist, config={
+    ckpt = Checkpointer(loop.checkpoint_dir, every=loop.checkpoint_every, dist=dist, config={
         **config, "optim": to_dict(optim), "lrs": lrs, "world_size": dist.world_size,
-        "model": model_signature(model), "extra": scale.fingerprint_extra})
+        "model": model_signature(model), "extra": loop.fingerprint_extra})
     best = FitResult(best_state={}, best_epoch=-1, best_val_top1=None, curves=[])
     window, step = WindowMean(), 0  # the one step counter, across epochs
     resumed = ckpt.restore()
@@ -288,7 +249,7 @@ def _fit(
             row = {"epoch": epoch, **window.summary(),
                    **{f"lr_{name}": lr for name, lr in schedule.lrs().items()}}
             if val_ds is not None:
-                val = _validate(model, val_ds, scale, device, optim.batch_size)
+                val = _validate(model, val_ds, loop, optim.batch_size)
                 row.update(val_top1=val["top1"], val_mean_class_acc=val["mean_class_acc"])
                 if best.best_val_top1 is None or val["top1"] > best.best_val_top1:
                     best.best_state, best.best_epoch, best.best_val_top1 = (

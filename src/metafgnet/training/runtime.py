@@ -9,6 +9,7 @@ processes only at the same thread count, so the thread count is pinned here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import random
@@ -16,20 +17,44 @@ import warnings
 import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from metafgnet.distributed.context import launched_by_torchrun
+from metafgnet.distributed.context import SINGLE, DistContext, launched_by_torchrun
 from metafgnet.distributed.devices import hold_devices
 from metafgnet.params import RuntimeParams
 
-if TYPE_CHECKING:
-    from metafgnet.distributed import DistContext
-
 AutocastFactory = Callable[[], AbstractContextManager]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopRuntime:
+    """How a training loop runs, never what it computes: built once per stage
+    (:meth:`metafgnet.stages.context.StageContext.loop`) or per tuning trial, and taken by
+    every loop of :mod:`metafgnet.training`.
+
+    ``seed`` seeds the loop (its data order and fresh heads); ``loader_kwargs``
+    (:func:`metafgnet.data.loader_kwargs`) configure every loader, validation included;
+    ``autocast`` from :func:`make_autocast`; ``dist`` the process group (data parallel over its
+    ranks); ``checkpoint_dir`` (None: no checkpoints) receives one every ``checkpoint_every``
+    steps (0: only on SIGTERM) and the loop resumes from it, setting aside a checkpoint of
+    another configuration (``fingerprint_extra``: more settings a resume must match, such as
+    the stage's params and input digests); ``channels_last``: batches in channels-last layout
+    (give the model the same with :func:`prepare_model`).
+    """
+
+    device: torch.device
+    seed: int
+    loader_kwargs: dict | None = None
+    autocast: AutocastFactory = contextlib.nullcontext
+    dist: DistContext = SINGLE
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int = 0
+    channels_last: bool = False
+    fingerprint_extra: dict | None = None
 
 
 def resolve_device(runtime: RuntimeParams) -> torch.device:

@@ -52,7 +52,7 @@ def _tune(args: argparse.Namespace) -> int:
             summary = report_only(params, Path(args.out))
         else:
             summary = run_tune(params, out=Path(args.out),
-                               data_dir=Path(args.data) if args.data else None,
+                               data_dir=Path(args.data),
                                init=Path(args.init), worker_id=args.worker_id,
                                fail_running_first=args.fail_running)
     except (StudyMismatch, FileNotFoundError) as exc:
@@ -111,7 +111,8 @@ def register(sub) -> None:
     p.add_argument("--worker-id", help="distinct id per separately started process (seeds the "
                    "sampler; default: its index)")
     p.add_argument("--out", default=str(CLI_OUT))
-    p.add_argument("--data", help="prepared manifests (default: where the stages read them)")
+    p.add_argument("--data", default="data/prepared/manifests",
+                   help="prepared manifests (default: %(default)s, what `prepare` writes)")
     p.add_argument("--init", default="models/pretrain/model.pt")
     p.add_argument("--fail-running", action="store_true",
                    help="first mark RUNNING trials FAIL (journal storage after a killed worker; "

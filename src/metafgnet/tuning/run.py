@@ -36,19 +36,14 @@ def _check_inputs(data_dir: Path, init: Path) -> None:
                                 "first (or pass --data)")
 
 
-def run_tune(params: Params, *, out: Path, data_dir: Path | None = None, init: Path,
+def run_tune(params: Params, *, out: Path, data_dir: Path, init: Path,
              worker_id: str | None = None, fail_running_first: bool = False,
              root: str | Path | None = None) -> dict:
     """Resume-or-create the study of ``params.tune``, run ``tune.workers`` workers until the
     budget is complete (or the timeout passes), write ``out`` and return the study summary.
 
-    ``data_dir``: the prepared manifests (default: where the pipeline's stages read them);
-    ``init``: the pretrained model file.
+    ``data_dir``: the prepared manifests; ``init``: the pretrained model file.
     """
-    if data_dir is None:
-        from metafgnet.stages.context import PREPARED
-
-        data_dir = PREPARED
     tune = params.tune
     _check_inputs(data_dir, init)
     url = resolve_url(tune.storage, root)
