@@ -74,3 +74,47 @@ def test_a_password_in_the_params_is_in_no_record_nor_log(tmp_path, git_repo, mo
         assert password.encode() not in path.read_bytes(), path
     out, err = capfd.readouterr()
     assert password not in out + err + caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test tells its trial by hand
+def test_a_password_in_tune_storage_is_in_no_tuning_record_nor_output(postgres, tmp_path,
+                                                                      monkeypatch, caplog,
+                                                                      capfd):
+    """The tuner's own paths: the study on a real PostgreSQL (its trust authentication takes
+    any password), the invocation's parent run in MLflow, the outputs of the tune stage."""
+    from metafgnet.tuning.mlflow_log import finish_parent, start_parent
+    from metafgnet.tuning.run import report_only
+    from metafgnet.tuning.space import suggest
+    from metafgnet.tuning.study import open_study
+
+    password = f"pw-{uuid.uuid4().hex}"
+    plain = postgres.create_database("secret")
+    url = plain.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
+    assert password in url
+    store = tmp_path / "store"
+    store.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    monkeypatch.setenv("METAFGNET_EXECUTION_ID", uuid.uuid4().hex)
+    params = parse_params({"tune": {"storage": url, "n_trials": 1, "study_name": "secret"},
+                           "tracking": {"experiment": "secret-tune"}})
+    caplog.set_level(logging.DEBUG)
+
+    study = open_study(params, url)  # the study really lives there
+    trial = study.ask()
+    suggest(trial, params.tune.space)
+    study.tell(trial, 0.5)
+    out = tmp_path / "out"
+    report_only(params, out)  # the tune stage's outputs, rewritten from the stored study
+    ref = start_parent(params, "secret", redact_url(url), 1)
+    finish_parent(ref, {"best_value": 0.5}, sorted(out.iterdir()))
+
+    import mlflow
+
+    logged = mlflow.MlflowClient().get_run(ref.parent_run_id).data
+    assert logged.params["tune.storage"] == redact_url(url) == plain.replace("postgres@", "")
+    assert yaml.safe_load((out / "summary.json").read_text())["storage"] == redact_url(url)
+    for path in _files(store) + _files(out):  # database, artifacts (the outputs), outputs
+        assert password.encode() not in path.read_bytes(), path
+    out_text, err_text = capfd.readouterr()
+    assert password not in out_text + err_text + caplog.text
