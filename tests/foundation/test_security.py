@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from metafgnet.io import UnsafeRuntimeDir, user_runtime_dir
 
@@ -81,3 +82,93 @@ def test_a_link_in_its_place_is_refused(runtime_base, tmp_path):
     (runtime_base / f"metafgnet-{os.getuid()}").symlink_to(tmp_path)
     with pytest.raises(UnsafeRuntimeDir, match="not a folder"):
         user_runtime_dir()
+
+
+# -- model files and checkpoints ---------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this creates the folder ``marker``: the code a crafted file would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+@pytest.fixture
+def tiny_model():
+    from metafgnet.models.metafgnet import build_model
+    from metafgnet.params import ModelParams
+
+    arch = {"backbone": "small_resnet", "pretrained": "none"}
+    return build_model(ModelParams(**arch), 3, 5), arch
+
+
+def test_a_model_file_loads_its_weights(tmp_path, tiny_model):
+    from metafgnet.models.files import load_model, save_model
+
+    model, arch = tiny_model
+    save_model(tmp_path / "model.pt", model, arch, {"seed": 1, "data": {"x": [1, 2]}}, "finetune",
+               metrics={"val_top1": 0.5})
+    loaded, payload = load_model(tmp_path / "model.pt")
+    assert payload["metrics"] == {"val_top1": 0.5} and payload["params"]["data"]["x"] == [1, 2]
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_a_crafted_model_file_is_refused_before_its_code_runs(tmp_path, tiny_model):
+    from metafgnet.models.files import load_model, save_model
+
+    model, arch = tiny_model
+    marker = tmp_path / "marker"
+    path = tmp_path / "model.pt"
+    save_model(path, model, arch, {"seed": 1}, "finetune", metrics=_Payload(marker))
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="refused, not loaded") as info:
+        load_model(path)
+    assert str(path) in str(info.value) and "posix.mkdir" in str(info.value)
+    assert not marker.exists()  # nothing of the file ran
+
+
+def _checkpointer(tmp_path):
+    from metafgnet.training.checkpointing import Checkpointer
+
+    return Checkpointer(tmp_path / "ckpt", every=1, config={"lr": 0.1})
+
+
+def test_a_checkpoint_restores_every_rng_state(tmp_path):
+    import random
+
+    import numpy as np
+
+    from metafgnet.training.checkpointing import rng_state, set_rng_state
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    np.random.standard_normal()  # a cached Gaussian is part of NumPy's state
+    ckpt = _checkpointer(tmp_path)
+    ckpt.save(4, {"rng": rng_state(), "curves": [{"loss": 1.5}]})
+    expected = (random.random(), np.random.standard_normal(2).tolist(), torch.rand(2))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    payload = ckpt.restore()
+    assert payload["step"] == 4 and payload["curves"] == [{"loss": 1.5}]
+    set_rng_state(payload["rng"])
+    again = (random.random(), np.random.standard_normal(2).tolist(), torch.rand(2))
+    assert again[:2] == expected[:2] and torch.equal(again[2], expected[2])
+
+
+def test_a_crafted_checkpoint_is_refused_before_its_code_runs(tmp_path):
+    from metafgnet.training.checkpointing import CheckpointWarning, paths_for, read_verified
+
+    marker = tmp_path / "marker"
+    ckpt = _checkpointer(tmp_path)
+    ckpt.save(1, {"note": "good"})
+    path = ckpt.save(2, {"note": _Payload(marker)})  # the sidecar matches: only the load guards
+    with pytest.raises(ValueError, match="refused") as info:
+        read_verified(tmp_path / "ckpt", 2)
+    assert str(path) in str(info.value)
+    with pytest.warns(CheckpointWarning, match=f"{paths_for(tmp_path / 'ckpt', 2)[0]}: refused"):
+        payload = ckpt.restore()
+    assert payload["note"] == "good"  # the previous, safe checkpoint is used
+    assert not marker.exists()

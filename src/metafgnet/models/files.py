@@ -17,6 +17,8 @@ import dataclasses
 import hashlib
 import io
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +76,23 @@ def save_model(path: str | Path, model: MetaFGNet, arch: dict, params: dict, sta
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[MetaFGNet, dict]:
-    """Rebuild the model saved at ``path`` (no weight download: the file holds every weight)."""
+    """Rebuild the model saved at ``path`` (no weight download: the file holds every weight).
+
+    Loaded with ``torch.load(weights_only=True)``: a file holding anything but tensors and
+    plain values (a pickled callable, as a crafted file from a shared remote could) is refused
+    with ``ValueError`` naming it, before any of its code runs."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path} (run the stage that writes it)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # tensors and plain values only: a model file never runs code when it is loaded
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"[^\n]*GLOBAL[^\n]*", str(exc))  # torch names the refused global
+        raise ValueError(
+            f"{path}: refused, not loaded: a model file holds tensors and plain values only, "
+            f"and this one holds pickled code or objects ({found[0].strip() if found else exc})."
+            " Do not use a model file from a source you do not trust; rebuild it with the "
+            "stage that writes it.") from None
     except Exception as exc:  # truncated or not a torch file
         raise ValueError(f"{path}: not a readable model file ({exc})") from exc
     model_params = dataclasses.replace(ModelParams(**payload["model"]), pretrained="none")

@@ -13,6 +13,10 @@ a checkpoint counts only once its sidecar exists and matches. The last :data:`KE
 On restore, a truncated or corrupt latest checkpoint (missing sidecar, wrong size or checksum,
 unreadable payload) is skipped with a warning naming the file and the previous one is used.
 
+Loading is ``torch.load(weights_only=True)``: tensors and plain values only, so a crafted
+checkpoint cannot run code; one that holds anything else is refused (skipped with a warning,
+like a corrupt one).
+
 Exactness: the payload holds model and optimizer state (momentum buffers), the schedule, the
 step counter, the curves and the partial logging window, and every RNG state (Python, NumPy,
 torch CPU, CUDA). The data order needs no state: it is a pure function of ``seed`` and the
@@ -42,6 +46,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import warnings
@@ -76,7 +81,7 @@ __all__ = [
 log = logging.getLogger("metafgnet")
 
 KEEP = 2
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: RNG state as plain values (loads with weights_only=True)
 _NAME = re.compile(r"^ckpt-(\d+)\.(pt|json)$")
 
 
@@ -113,8 +118,13 @@ def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
 
 # ------------------------------------------------------------------------------ RNG state
 def rng_state() -> dict[str, Any]:
-    """Every global RNG state: Python ``random``, NumPy, torch CPU and each CUDA device."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every global RNG state: Python ``random``, NumPy, torch CPU and each CUDA device, as
+    plain values and tensors only (NumPy's key array as a list of ints), so that a checkpoint
+    loads with ``torch.load(weights_only=True)``."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"kind": str(kind), "key": [int(k) for k in key], "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
              "torch": torch.random.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -123,7 +133,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["kind"], np.array(numpy_state["key"], dtype=np.uint32),
+                         numpy_state["pos"], numpy_state["has_gauss"], numpy_state["gauss"]))
     torch.random.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -159,8 +171,13 @@ def read_verified(directory: Path, step: int) -> dict:
                          " (truncated)")
     if hashlib.sha256(data).hexdigest() != sidecar.get("sha256"):
         raise ValueError(f"{payload_path}: SHA-256 does not match its sidecar (corrupt)")
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    try:  # tensors and plain values only: a checkpoint never runs code when it is loaded
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"[^\n]*GLOBAL[^\n]*", str(exc))  # torch names the refused global
+        raise ValueError(f"{payload_path}: refused, not loaded: it holds pickled code or objects,"
+                         " not only tensors and plain values ("
+                         f"{found[0].strip() if found else exc})") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable
         raise ValueError(f"{payload_path}: unreadable payload ({exc})") from None
 
