@@ -3,6 +3,8 @@
 # paper-setting benchmark (bench/gpu_check.py). Writes into OUT_DIR:
 #   pytest_cuda.xml / pytest_cuda.log   the CUDA tests (pytest -m cuda)
 #   gpu_check.json                      s/iter, images/s, peak memory, ratios, bf16 agreement
+#   gpu_leases.json                     two grid points on the GPU(s): each leases its own GPU,
+#                                       so on one GPU they run one after the other
 # Usage: bench/gpu_check.sh OUT_DIR [--dry-run]
 #   --dry-run (or GPU_CHECK_DRY_RUN=1): the same code on the CPU at tiny sizes.
 # Run from the repository root; PYTHON (default: .venv/bin/python, else python3) runs it.
@@ -31,4 +33,5 @@ fi
 args=(--out "$out")
 [[ "$dry" == 1 ]] && args+=(--dry-run)
 "$py" bench/gpu_check.py "${args[@]}"
+"$py" bench/gpu_leases.py "${args[@]}"
 echo "gpu_check: $(( $(date +%s) - start )) s, results in $out"

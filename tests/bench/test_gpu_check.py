@@ -35,3 +35,9 @@ def test_gpu_check_dry_run_writes_every_figure(tmp_path):
     agree = result["agreement"]
     assert 0 < agree["bf16_vs_fp32_rel_err"] < 0.2  # width-8 net at 16 px: coarse in bf16
     assert agree["fp32_vs_fp64_rel_err"] < 1e-4
+    # two grid points on one (fake) device: the second leased it once the first let it go
+    leases = json.loads((tmp_path / "gpu_leases.json").read_text())
+    assert leases["ok"] and leases["mode"] == "one after the other" and not leases["overlap"]
+    first, second = leases["points"]
+    assert first["device"] == second["device"] == "fake0"
+    assert second["start"] >= first["end"] and leases["second_waited_s"] > 0

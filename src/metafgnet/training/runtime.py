@@ -82,6 +82,20 @@ def derive_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63
 
 
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def shared_threads(num_threads: int, workers: int, cores: int | None = None) -> int:
+    """``runtime.num_threads`` (0: every core) for each of ``workers`` processes run side by
+    side (grid points, tuning workers): capped at ``max(1, cores // workers)`` so their threads
+    together do not outnumber the cores. Results change with the count (bit-identity holds at
+    one), so callers record the count they chose."""
+    share = max(1, (cores or usable_cores()) // max(1, workers))
+    return share if num_threads <= 0 else min(num_threads, share)
+
+
 def threads_per_process(runtime: RuntimeParams, device: torch.device,
                         dist: DistContext | None = None) -> int:
     """Threads this process pins: ``runtime.num_threads`` (0: torch's default), shared out
@@ -93,7 +107,7 @@ def threads_per_process(runtime: RuntimeParams, device: torch.device,
     if threads <= 0 or device.type != "cpu" or ranks <= 1:
         return threads
     share = max(1, threads // ranks)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     if cores and share * ranks > cores:
         warnings.warn(f"{ranks} ranks x {share} thread(s) on {cores} core(s): the ranks "
                       "oversubscribe the CPU; lower runtime.nproc", RuntimeWarning, stacklevel=2)

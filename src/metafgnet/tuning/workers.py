@@ -8,6 +8,10 @@ study when the invocation started and the worker id, so a single-worker fresh st
 resumed study does not redraw its first points, and workers draw different points. Give
 separately started processes distinct ``--worker-id`` s (when they start while others run, the
 host name and pid are mixed in anyway).
+
+Sharing the machine: the workers of one invocation pin ``runtime.num_threads`` capped at
+``cores // workers`` (:func:`metafgnet.training.runtime.shared_threads`), and on GPUs each
+leases its own device when it sets up its runtime (:mod:`metafgnet.distributed.devices`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from metafgnet.params import Params, parse_params, to_dict
+from metafgnet.training.runtime import shared_threads
 from metafgnet.tuning.mlflow_log import TrackerRef, TrialLogger
 from metafgnet.tuning.schema import TuneParams
 from metafgnet.tuning.storage import has_heartbeat
@@ -136,6 +141,12 @@ def specs_for(params: Params, url: str, *, workers: int, data_dir: str, init: st
     existing = len(study.get_trials(deepcopy=False))
     base = worker_id(0, explicit_id, study)
     raw = to_dict(params)
+    if workers > 1:  # side by side on this machine's cores (each trial records its count)
+        threads = shared_threads(params.runtime.num_threads, workers)
+        if threads != params.runtime.num_threads:
+            log.info("%d workers share the cores: runtime.num_threads %d -> %d each", workers,
+                     params.runtime.num_threads, threads)
+            raw["runtime"] = {**raw["runtime"], "num_threads": threads}
     return [WorkerSpec(raw, url, str(data_dir), str(init), tracker,
                        base if workers == 1 else f"{base}.{i}", existing, deadline)
             for i in range(workers)]
