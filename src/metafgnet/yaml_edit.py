@@ -1,5 +1,6 @@
 """Writing a mapping into existing YAML text with its comments, key order, quotes and flow
-styles kept (ruamel's round-trip mode): how ``metafgnet preset apply`` rewrites a params file."""
+styles kept (ruamel's round-trip mode): how ``metafgnet preset apply`` and ``metafgnet tune
+apply`` rewrite a params file."""
 
 from __future__ import annotations
 

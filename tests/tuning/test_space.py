@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from metafgnet.params import ParamsError, deep_merge, load_params, parse_params, to_dict
-from metafgnet.tuning.apply import apply_best, set_value
+from metafgnet.tuning.apply import apply_best
 from metafgnet.tuning.space import nest, study_digest, suggest, trial_params
 from metafgnet.tuning.storage import resolve_url
 
@@ -173,9 +173,12 @@ def test_apply_refuses_invalid_values_and_leaves_the_file(tmp_path):
     assert params.read_text() == PARAMS_TEXT
 
 
-def test_set_value_adds_missing_sections():
-    text = set_value("seed: 0\n", "meta", "inner_lr", 0.5)
-    assert text == "seed: 0\n\nmeta:\n  inner_lr: 0.5\n"
+def test_apply_adds_missing_sections(tmp_path):
+    params, best = tmp_path / "params.yaml", tmp_path / "best.yaml"
+    params.write_text("seed: 0\n")
+    best.write_text("meta:\n  inner_lr: 0.5\n")
+    assert apply_best(best, params) == {"meta.inner_lr": (None, 0.5)}
+    assert params.read_text() == "seed: 0\nmeta:\n  inner_lr: 0.5\n"
 
 
 @pytest.mark.parametrize(("pruner", "cls"), [("median", optuna.pruners.MedianPruner),
