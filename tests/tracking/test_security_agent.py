@@ -157,3 +157,16 @@ def test_the_agent_refuses_a_client_without_the_key_and_serves_its_stage(live_ag
     conn.send_bytes(pickle.dumps(("pid", (), {})))
     assert pickle.loads(conn.recv_bytes()) == ("ok", os.getpid())
     conn.close()
+
+
+def test_a_silent_listener_cannot_hold_a_stage(runtime, monkeypatch):
+    monkeypatch.setattr(agent_mod, "HANDSHAKE_STAGE_S", 0.5)
+    path = socket_path(f"sqlite:///{runtime / 'mlflow.db'}", uuid.uuid4().hex)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)  # accepts (the kernel does) and never says a word
+    try:
+        with pytest.raises(AgentAuthError, match="did not complete the handshake within 0.5 s"):
+            agent_mod._connect(path)
+    finally:
+        server.close()

@@ -187,9 +187,15 @@ def handshake_stage(sock: socket.socket, key: bytes) -> Connection:
             agent_nonce, own_nonce = hello[len(HELLO):], secrets.token_bytes(NONCE_BYTES)
             conn.send_bytes(own_nonce + _mac(key, b"stage", agent_nonce, own_nonce))
             proof = conn.recv_bytes(64)
+        except BlockingIOError:  # SO_RCVTIMEO ran out
+            conn.close()
+            raise AgentAuthError(
+                f"the process listening on this socket did not complete the handshake within "
+                f"{HANDSHAKE_STAGE_S:g} s (a tracking agent still starting on a busy machine, "
+                "or not a tracking agent)") from None
         except (EOFError, OSError) as exc:
             conn.close()
-            raise AgentAuthError(f"the tracking agent dropped or stalled the handshake "
+            raise AgentAuthError(f"the process listening on this socket dropped the handshake "
                                  f"({type(exc).__name__}: {exc}): it does not hold this user's "
                                  "agent key") from None
         except AgentAuthError:
