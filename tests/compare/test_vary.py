@@ -1,4 +1,4 @@
-"""`metafgnet compare --vary`: which sources of randomness move with the seed, the overrides
+"""`metafgnet compare --vary`: which sources of randomness move with each seed, the overrides
 each grid point gets, and the summary's account of what varied and what was held fixed."""
 
 from pathlib import Path
@@ -61,7 +61,7 @@ def test_summary_names_the_sources_that_varied_and_the_values_of_the_fixed_ones(
     (fixed,) = summary["randomness"]["fixed"]
     assert (fixed["source"], fixed["key"], fixed["values"]) == ("source", "pretrain.seed", [7])
     text = markdown(summary, "metafgnet compare --vary seed,split")
-    assert ("Varied with the seed: the validation split (`data.split_seed`); meta-training, "
+    assert ("Varied from seed to seed: the validation split (`data.split_seed`); meta-training, "
             "joint training and fine-tuning (`seed`).") in text
     assert "Held fixed: the source network (pretraining) (`pretrain.seed` = 7)" in text
     everything = summarise(parse_grid([], seeds=[0], vary=("split", "source", "seed")),

@@ -70,7 +70,7 @@ def register(sub) -> None:
                         "(default meta.order=first,second)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     p.add_argument("--vary", default="seed", metavar="SOURCES",
-                   help="sources of randomness that move with the seed, among seed, split "
+                   help="sources of randomness that move with each seed, among seed, split "
                         "(data.split_seed), source (pretrain.seed); default: seed alone")
     p.add_argument("--jobs", type=int, default=1, help="experiments run in parallel")
     p.add_argument("--out", default="results/compare")

@@ -7,7 +7,7 @@ finds the points already done in ``dvc exp show`` and queues only the others; qu
 run with ``dvc queue start -j <jobs>``. They are queued without ``--force``, so stages whose
 inputs a point does not change (``prepare`` and ``pretrain`` in a seed sweep, since they have
 their own ``data.split_seed`` and ``pretrain.seed``) are checked out from the DVC cache, not
-run again. ``vary`` names the sources of randomness that move with the seed (:data:`SOURCES`):
+run again. ``vary`` names the sources of randomness that move with each seed (:data:`SOURCES`):
 ``seed`` alone by default; with ``split`` each point also sets ``data.split_seed`` to its seed,
 with ``source`` ``pretrain.seed``, so ``prepare`` and ``pretrain`` run once per seed. Points are validated against the params schema before
 anything is queued.
@@ -69,7 +69,7 @@ class Grid:
     levels: tuple[str, ...]
     others: tuple[tuple[str, tuple[str, ...]], ...] = ()
     seeds: tuple[int, ...] = DEFAULT_SEEDS
-    vary: tuple[str, ...] = ("seed",)  # the SOURCES that move with the seed
+    vary: tuple[str, ...] = ("seed",)  # the SOURCES that move with each seed
 
     def points(self) -> list[GridPoint]:
         keys = [k for k, _ in self.others]
@@ -85,7 +85,7 @@ class Grid:
 
 
 def parse_vary(text: str) -> tuple[str, ...]:
-    """``--vary seed,split,source`` into the sources that move with the seed, in
+    """``--vary seed,split,source`` into the sources that move with each seed, in
     :data:`SOURCES` order; ``seed`` must be one of them (it numbers the replicates)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in SOURCES]

@@ -98,7 +98,7 @@ def randomness_note(summary: dict) -> str:
     """One sentence naming what the seeds varied and what they held fixed."""
     varied = summary.get("randomness", {}).get("varied", [])
     fixed = summary.get("randomness", {}).get("fixed", [])
-    text = ("Varied with the seed: " + "; ".join(f"{v['decides']} (`{v['key']}`)" for v in varied)
+    text = ("Varied from seed to seed: " + "; ".join(f"{v['decides']} (`{v['key']}`)" for v in varied)
             + ".")
     if fixed:
         held = "; ".join(f"{f['decides']} (`{f['key']}` = "
