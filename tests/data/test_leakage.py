@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from metafgnet.data import generate_synthetic, prepare_manifests
+from metafgnet.data import DataError, generate_synthetic, prepare_manifests
 from metafgnet.data.leakage import find_leaks
 from metafgnet.params import Params, parse_params
 
@@ -114,3 +114,24 @@ def test_planted_copies_are_found_exactly_and_dropped_on_request(default_benchma
     assert {Path(leak.auxiliary).name for leak in strict if leak.kind == "exact"} == {
         "copy_train.png", "copy_val.png", "copy_test.png"}
     assert all(leak.distance == 0 for leak in strict)
+
+
+def test_dropping_every_auxiliary_image_is_refused(small_synthetic, tmp_path):
+    """An auxiliary set made only of copies of the target (wrong roots, most likely) would
+    leave meta-training nothing: prepare stops and says so, and writes nothing."""
+    aux = tmp_path / "aux" / "copies"
+    aux.mkdir(parents=True)
+    for k, image in enumerate(sorted((small_synthetic / "target" / "images").rglob("*.png"))[:3]):
+        shutil.copyfile(image, aux / f"copy_{k}.png")
+    params = _params_folder(small_synthetic, tmp_path / "aux", drop=True)
+    with pytest.raises(DataError, match="every auxiliary image at .*aux copies a target image"):
+        prepare_manifests(params, tmp_path / "prep")
+    assert not (tmp_path / "prep").exists()
+    kept = prepare_manifests(_params_folder(small_synthetic, tmp_path / "aux"), tmp_path / "kept")
+    assert len(kept.auxiliary) == 3                     # off: the copies stay
+    assert json.loads((tmp_path / "kept" / "leakage.json").read_text())["auxiliary_images"] == 3
+
+
+def _params_folder(bench: Path, aux: Path, **leakage) -> Params:
+    return parse_params({"data": {"target_root": str(bench / "target"), "auxiliary": "folder",
+                                  "auxiliary_root": str(aux), "leakage": leakage}})
