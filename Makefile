@@ -25,8 +25,11 @@ run: setup
 	$(BIN)/metafgnet check
 	$(BIN)/dvc repro
 
+# branch coverage of the library, measured in the test process (docs/testing.md)
+COV := --cov=src/metafgnet --cov-branch --cov-report=term:skip-covered
+
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(COV)
 
 # unit and invariant tests only: no pipelines, servers, subprocesses or torchrun (`slow` marker)
 test-fast: setup lint
@@ -34,6 +37,7 @@ test-fast: setup lint
 
 lint: setup
 	$(BIN)/ruff check src pipeline tests bench
+	$(BIN)/mypy
 	$(BIN)/metafgnet params check params.yaml
 
 ui: setup

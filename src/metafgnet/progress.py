@@ -87,6 +87,7 @@ class Progress:
         Progress._open -= 1
         if self._bar is not None:
             self._bar.close()
+            assert self._redirect is not None  # entered with the bar
             self._redirect.__exit__(*exc)
         elif self.shown and self._lines and exc[0] is None:
             self._line()

@@ -127,7 +127,9 @@ def _image(
 def _write_target(root: Path, classes: list[SyntheticClass], params: SyntheticParams,
                   bar: Progress) -> None:
     """The CUB-200-2011 layout; ids are 1-based and run class by class, like CUB's."""
-    images, labels, split = [], [], []
+    images: list[str] = []
+    labels: list[str] = []
+    split: list[str] = []
     per_class = params.train_per_class + params.test_per_class
     for c, cls in enumerate(classes):
         (root / "images" / cls.name).mkdir(parents=True)

@@ -96,8 +96,8 @@ def _try_take(devices: Sequence[str], count: int) -> list[tuple[int, IO[bytes]]]
         taken.append((position, handle))
         if len(taken) == count:
             return taken
-    for _, handle in taken:
-        handle.close()
+    for _, held in taken:
+        held.close()
     return []
 
 

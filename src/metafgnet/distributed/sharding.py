@@ -43,7 +43,8 @@ def shard_segments(items: Sequence, segments: Sequence[int], rank: int, world_si
         raise ValueError(f"segments {list(segments)} do not add up to {len(items)} items")
     if world_size == 1:
         return list(items)
-    out, offset = [], 0
+    out: list = []
+    offset = 0
     for length in segments:
         share = check_divisible(length, world_size, "batch segment")
         start = offset + rank * share

@@ -9,6 +9,7 @@ Model selection uses a validation split; the test split is evaluated once
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from metafgnet.progress import Progress
 
 
-def head_logits(output: torch.Tensor | tuple, head: str = "target") -> torch.Tensor:
+def head_logits(output: torch.Tensor | tuple[torch.Tensor, ...], head: str = "target") -> torch.Tensor:
     """The logits of one head from a model output.
 
     ``MetaFGNet.forward`` returns ``(target_logits, source_logits)``; a single-head network
@@ -33,14 +34,14 @@ def head_logits(output: torch.Tensor | tuple, head: str = "target") -> torch.Ten
 
 def iterate_eval(
     model: nn.Module,
-    ds: Dataset,
+    ds: Dataset[Any],
     *,
     device: torch.device,
     batch_size: int,
-    loader_kwargs: dict | None = None,
+    loader_kwargs: dict[str, Any] | None = None,
     desc: str = "evaluate",
     progress: bool = True,
-) -> Iterator[tuple[torch.Tensor | tuple, torch.Tensor]]:
+) -> Iterator[tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor]]:
     """Yield ``(model output, labels)`` per batch, in dataset order, model in eval mode.
 
     The model's train/eval mode is restored afterwards, so BatchNorm running statistics are
@@ -97,14 +98,14 @@ def metrics_from_confusion(confusion: np.ndarray) -> dict[str, float]:
 
 def evaluate(
     model: nn.Module,
-    ds: Dataset,
+    ds: Dataset[Any],
     *,
     device: torch.device,
     batch_size: int,
     head: str = "target",
-    loader_kwargs: dict | None = None,
+    loader_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
-) -> dict:
+) -> dict[str, Any]:
     """Evaluate ``model`` on ``ds`` (items ``(image, label)``) with the ``head`` logits.
 
     Returns a dict with ``top1`` and ``mean_class_acc`` (fractions in [0, 1]), ``confusion``

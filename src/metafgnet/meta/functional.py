@@ -7,6 +7,7 @@ Everything here works on explicit ``{name: tensor}`` dictionaries through
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from torch.func import functional_call
 Batch = tuple[Tensor, Tensor]  # (x: (B, C, H, W), y: (B,) class indices)
 
 
-def inner_step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], inner_lr: float) -> dict:
+def inner_step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], inner_lr: float) -> dict[str, Tensor]:
     """One plain SGD step ``θ' = θ − η·g``: the inner step of the MetaFGNet objective (no
     momentum, no weight decay).
 
@@ -87,7 +88,7 @@ def autocast_off(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
-def grads_or_zeros(loss: Tensor, inputs: Sequence[Tensor], **kwargs) -> list[Tensor]:
+def grads_or_zeros(loss: Tensor, inputs: Sequence[Tensor], **kwargs: Any) -> list[Tensor]:
     """``autograd.grad`` with zeros for inputs the output does not depend on."""
     return list(
         torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True, **kwargs)

@@ -175,5 +175,5 @@ def explicit_hessian_meta_gradient(
     out = G_flat - inner_lr * (G_flat @ H)  # (N,)
     return [
         chunk.view_as(t)
-        for chunk, t in zip(out.split([t.numel() for t in theta]), theta, strict=True)
+        for chunk, t in zip(torch.split(out, [t.numel() for t in theta]), theta, strict=True)
     ]

@@ -39,7 +39,7 @@ def explicit_hessian(g: list[Tensor], theta: list[Tensor]) -> Tensor:
         return g_flat.new_zeros(n, n)
     rows = []
     eye = torch.eye(n, dtype=g_flat.dtype, device=g_flat.device)  # (N, N)
-    for block in eye.split(ROWS_PER_PASS):  # (R, N): selects rows i .. i+R of H
+    for block in torch.split(eye, ROWS_PER_PASS):  # (R, N): selects rows i .. i+R of H
         # Row i of H is ∂g_i/∂θ (Eq. 3); R rows at once through one batched backward.
         parts = torch.autograd.grad(
             g_flat,

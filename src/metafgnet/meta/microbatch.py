@@ -30,7 +30,9 @@ training averages its ranks' statistics. The counter ``num_batches_tracked`` adv
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
+from functools import reduce as fold
 
 import torch
 from torch import Tensor, nn
@@ -51,7 +53,7 @@ def split_batch(batch: Batch, micro_batch: int) -> list[tuple[Batch, float]]:
     x, y = batch  # (B, C, H, W), (B,)
     n = y.shape[0]
     return [((xk, yk), yk.shape[0] / n)
-            for xk, yk in zip(x.split(micro_batch), y.split(micro_batch), strict=True)]
+            for xk, yk in zip(torch.split(x, micro_batch), torch.split(y, micro_batch), strict=True)]
 
 
 def _add(total: list[Tensor] | None, parts: list[Tensor], weight: float) -> list[Tensor]:
@@ -73,7 +75,7 @@ def _write_weighted_mean(net: nn.Module, moved: list[tuple[dict[str, Tensor], fl
     with torch.no_grad():
         for name, buf in net.named_buffers():
             if buf.is_floating_point():
-                buf.copy_(sum(w * bufs[name] for bufs, w in moved))
+                buf.copy_(fold(operator.add, (w * bufs[name] for bufs, w in moved)))
             else:
                 buf.copy_(moved[0][0][name])
 
@@ -102,7 +104,9 @@ def micro_batched(
     inner_parts = split_batch(inner_batch, micro_batch)
 
     # 1. g = Σ_k w_k ∇L(T_i^k; θ), no graph kept
-    g, inner_loss, moved = None, 0.0, []
+    g: list[Tensor] | None = None
+    inner_loss: Tensor | float = 0.0
+    moved: list[tuple[dict[str, Tensor], float]] = []
     for part, w in inner_parts:
         buffers = _copies(start)
         loss = batch_loss(net, {**theta, **fixed}, buffers, part)
@@ -111,6 +115,7 @@ def micro_batched(
         inner_loss = inner_loss + w * loss.detach()
         if update_running_stats:
             moved.append((buffers, w))
+    assert g is not None and isinstance(inner_loss, Tensor)  # inner_parts is never empty
     if moved:
         _write_weighted_mean(net, moved)
     g_step = g if reduce is None else reduce(g)
@@ -120,25 +125,28 @@ def micro_batched(
     prime_leaves = [t.requires_grad_(True) for t in theta_prime.values()]
 
     # 2. G = Σ_m w_m ∇_{θ'} L(T_j^m; θ'), no graph kept
-    G, outer_loss = None, 0.0
+    G: list[Tensor] | None = None
+    outer_loss: Tensor | float = 0.0
     for part, w in split_batch(outer_batch, micro_batch):
         loss = batch_loss(net, {**theta_prime, **fixed}, _copies(start), part)
         with autocast_off(device):
             G = _add(G, grads_or_zeros(loss, prime_leaves), w)
         outer_loss = outer_loss + w * loss.detach()
     del theta_prime, prime_leaves
+    assert G is not None and isinstance(outer_loss, Tensor)  # the outer batch is never empty
     if reduce is not None:
         G = reduce(G)
     if not second_order:
         return G, inner_loss, outer_loss
 
     # 3. H·G = Σ_k w_k ∇_θ(G · ∇L(T_i^k; θ)): recompute each micro-batch's graph, contract, free
-    HG = None
+    HG: list[Tensor] | None = None
     for part, w in inner_parts:
         loss = batch_loss(net, {**theta, **fixed}, _copies(start), part)
         with autocast_off(device):
             gk = grads_or_zeros(loss, leaves, create_graph=True)
             HG = _add(HG, hessian_vector_product(gk, leaves, G), w)
         del gk, loss
+    assert HG is not None
     result = [Gk.sub_(HGk, alpha=inner_lr) for Gk, HGk in zip(G, HG, strict=True)]
     return result, inner_loss, outer_loss

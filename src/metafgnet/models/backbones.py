@@ -80,7 +80,9 @@ class TorchvisionBackbone(nn.Sequential):
         layers = OrderedDict((n, getattr(resnet, n)) for n in names)
         layers["flatten"] = nn.Flatten(1)  # (B, D, 1, 1) -> (B, D)
         super().__init__(layers)
-        self.feature_dim = resnet.fc.in_features
+        fc = resnet.fc
+        assert isinstance(fc, nn.Linear)  # every torchvision ResNet ends in one linear layer
+        self.feature_dim = fc.in_features
 
 
 def _small_resnet(width: int, pretrained: bool) -> nn.Module:

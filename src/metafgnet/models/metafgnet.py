@@ -24,7 +24,8 @@ class HeadNet(nn.Module):
         self.add_module(head_name, head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        return getattr(self, self.head_name)(self.backbone(x))  # (B, K)
+        logits: torch.Tensor = getattr(self, self.head_name)(self.backbone(x))  # (B, K)
+        return logits
 
 
 class MetaFGNet(nn.Module):
@@ -37,7 +38,9 @@ class MetaFGNet(nn.Module):
     def __init__(self, backbone: nn.Module, num_target_classes: int, num_source_classes: int):
         super().__init__()
         self.backbone = backbone
-        self.feature_dim: int = int(backbone.feature_dim)
+        # a plain int attribute of every backbone (models.backbones), which mypy reads through
+        # nn.Module.__getattr__ as a tensor or module
+        self.feature_dim: int = int(backbone.feature_dim)  # type: ignore[arg-type]
         self.target_head = nn.Linear(self.feature_dim, num_target_classes)
         self.source_head = nn.Linear(self.feature_dim, num_source_classes)
 

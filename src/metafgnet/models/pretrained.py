@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -28,7 +29,7 @@ class PretrainedWeightsUnavailable(RuntimeError, UserError):
     """ImageNet weights are neither cached nor downloadable from this machine."""
 
 
-def _weights(arch: str):
+def _weights(arch: str) -> Any:
     import torchvision
 
     return torchvision.models.get_model_weights(arch).DEFAULT
@@ -37,7 +38,7 @@ def _weights(arch: str):
 def cache_path(arch: str) -> Path:
     """Where ``arch``'s ImageNet weights are read from: ``data/external/weights/<file>`` when
     it is there, else torchvision's own cache (where a download would go)."""
-    name = os.path.basename(urlparse(_weights(arch).url).path)
+    name: str = os.path.basename(urlparse(_weights(arch).url).path)
     external = EXTERNAL / name
     return external if external.is_file() else Path(torch.hub.get_dir()) / "checkpoints" / name
 

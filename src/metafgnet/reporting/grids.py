@@ -24,8 +24,9 @@ def save_image_grid(out: Path, top: list[tuple[Path, str]], bottom: list[tuple[P
               (f"bottom {len(bottom)} by selection score (lowest last)", bottom)]
     rows = [max(1, -(-len(items) // ncol)) for _, items in blocks]
     fig = plt.figure(figsize=(1.25 * ncol, 1.45 * sum(rows) + 0.8))
-    for sub, (title, items), nrow in zip(fig.subfigures(2, 1, height_ratios=rows), blocks, rows,
-                                         strict=True):
+    subs = fig.subfigures(2, 1, height_ratios=rows)
+    assert isinstance(subs, np.ndarray)  # two rows: an array of subfigures
+    for sub, (title, items), nrow in zip(subs, blocks, rows, strict=True):
         sub.suptitle(title, fontsize=10, fontweight="bold")
         axes = sub.subplots(nrow, ncol, squeeze=False)
         for i, ax in enumerate(axes.flat):

@@ -37,7 +37,8 @@ def precision_at_k(scores: torch.Tensor, positive: torch.Tensor, k: int | None =
     return float(positive.bool()[order].double().mean())
 
 
-def selection_quality(scores: torch.Tensor, keep: torch.Tensor, related: torch.Tensor) -> dict:
+def selection_quality(scores: torch.Tensor, keep: torch.Tensor,
+                      related: torch.Tensor) -> dict[str, float]:
     """Every ground-truth measure of one selection (``keep`` and ``related`` are (N,) bool)."""
     return {"related_base_rate": float(related.double().mean()),
             "selection_precision": float(related[keep].double().mean()) if keep.any() else 0.0,

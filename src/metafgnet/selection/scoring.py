@@ -17,6 +17,7 @@ its size and class indices even when a class loses every image (see
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,11 +48,11 @@ def scores_from_logits(target_logits: torch.Tensor, source_logits: torch.Tensor)
 
 def score_auxiliary(
     model: nn.Module,
-    aux_ds: Dataset,
+    aux_ds: Dataset[Any],
     *,
     device: torch.device,
     batch_size: int,
-    loader_kwargs: dict | None = None,
+    loader_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Score every auxiliary image with ``model`` (a ``MetaFGNet``) in eval mode.
