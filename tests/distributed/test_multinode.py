@@ -175,3 +175,36 @@ def test_slurm_launcher_runs_the_stage_through_srun_like_torchrun(
                for p in places), places
     assert sorted(p["LOCAL_RANK"] for p in places) == ["0", "1"], places
     assert_same_training(ranks, one_node_two_processes)
+
+
+STAGE = '''
+from metafgnet.stages.context import open_stage
+
+with open_stage("probe", ["runtime"]):
+    raise SystemExit("the stage body must not run")
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "slurm"])
+def test_a_stage_asking_for_two_nodes_outside_a_job_stops_with_what_to_run(tmp_path, launcher):
+    """A stage reads ``runtime.nnodes`` and ``execution.launcher`` from its params: started
+    plainly without a scheduler it prints the per-node command; with ``launcher: slurm`` outside
+    an allocation it names ``salloc``. One block, no traceback, exit 2, before any work."""
+    (tmp_path / "params.yaml").write_text(
+        f"runtime: {{nnodes: 2}}\nexecution: {{launcher: {launcher}}}\n"
+        "tracking: {enabled: false}\n")
+    (tmp_path / "stage.py").write_text(STAGE)
+    env = {k: v for k, v in worker_env().items() if not k.startswith("SLURM_")}
+    proc = subprocess.run([sys.executable, "stage.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)
+    err = proc.stderr
+    assert proc.returncode == 2, err[-3000:]
+    assert "Traceback" not in err and "must not run" not in err, err
+    if launcher == "torchrun":
+        assert ("start the stage on every node with `python -m metafgnet.distributed.run "
+                "--nnodes=2 --nproc_per_node=1 --rdzv_backend=c10d") in err, err
+        assert "stage.py`" in err and "then `dvc commit` on the head node" in err, err
+    else:
+        assert "execution.launcher is slurm but this is not a Slurm job" in err, err
+        assert "salloc -N 2" in err, err

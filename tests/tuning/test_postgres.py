@@ -19,9 +19,9 @@ TIMEOUT_S = 300
 N_TRIALS = 4
 
 
-def _args(tiny, params_file, out, worker: str) -> list[str]:
-    return ["tune", "--params", str(params_file), "--out", str(out), "--data", str(tiny.data_dir),
-            "--init", str(tiny.init), "--worker-id", worker]
+def _args(tiny, params_file, out, url: str, worker: str) -> list[str]:
+    return ["tune", "--params", str(params_file), "--storage", url, "--out", str(out),
+            "--data", str(tiny.data_dir), "--init", str(tiny.init), "--worker-id", worker]
 
 
 def _running(storage, study: str) -> list:
@@ -37,11 +37,11 @@ def test_worker_killed_mid_trial_on_postgres_fails_its_trial_and_the_budget_is_e
     url = postgres.create_database("tune")
     storage = optuna.storages.RDBStorage(url)  # one connection pool for the test's polling
     # heartbeat 1 s, grace 3 s (tiny); six fine-tuning epochs so that the kill lands mid-trial
-    params_file = tiny.write_params(tmp_path / "params.yaml", experiment, storage=url,
+    params_file = tiny.write_params(tmp_path / "params.yaml", experiment,
                                     study_name="pg-kill", n_trials=N_TRIALS, pruner="none",
                                     budget={"finetune_epochs": 6})
     # started together, as on two machines: each creates-or-loads the study
-    survivor, doomed = (start_cli(_args(tiny, params_file, tmp_path / f"out-{w}", w), tmp_path,
+    survivor, doomed = (start_cli(_args(tiny, params_file, tmp_path / f"out-{w}", url, w), tmp_path,
                                   tmp_path / f"{w}.log") for w in ("a", "b"))
     deadline = time.time() + TIMEOUT_S
     victim = None

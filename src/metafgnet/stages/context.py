@@ -184,14 +184,16 @@ def open_stage(name: str, sections: Sequence[str], *, data: Path | None = None,
 
 
 def _start_runtime(params: Params, sections: Sequence[str]) -> tuple[DistContext, torch.device]:
-    """Process group (re-executing under ``torchrun`` when ``runtime.nproc > 1``), device,
+    """Process group (re-executing under ``execution.launcher`` when ``runtime.nnodes`` x
+    ``runtime.nproc > 1``: :mod:`metafgnet.distributed.launch`), device,
     threads and seeds of a stage that declares ``runtime`` (imported here: see the module
     docstring)."""
     from metafgnet.distributed import init_distributed, relaunch_under_torchrun
     from metafgnet.distributed.context import wants_cuda
     from metafgnet.training import setup_runtime
 
-    relaunch_under_torchrun(params.runtime.nproc, gpus=wants_cuda(params.runtime))
+    relaunch_under_torchrun(params.runtime.nproc, gpus=wants_cuda(params.runtime),
+                            nnodes=params.runtime.nnodes, launcher=params.execution.launcher)
     dist = init_distributed(params.runtime)
     device = setup_runtime(params.runtime, params.seed if "seed" in sections else 0, dist=dist)
     return dist, device
