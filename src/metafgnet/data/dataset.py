@@ -13,7 +13,7 @@ from metafgnet.data.errors import DataError
 from metafgnet.data.images import load_rgb
 from metafgnet.data.manifest import PreparedData
 from metafgnet.data.records import Record
-from metafgnet.data.transforms import eval_transform, train_transform
+from metafgnet.data.transforms import TrainStyle, eval_transform, train_transform
 from metafgnet.params import DataParams, ExecutionParams
 
 _DEFAULT = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
@@ -79,15 +79,15 @@ class PreparedDatasets:
     def __init__(self, data: PreparedData, params: DataParams) -> None:
         self.data, self.params = data, params
 
-    def _transform(self, style: str | None):
+    def _transform(self, style: TrainStyle | None) -> v2.Compose:
         return eval_transform(self.params) if style is None else train_transform(self.params, style)
 
-    def target(self, split: str, style: str | None) -> ImageDataset:
+    def target(self, split: str, style: TrainStyle | None) -> ImageDataset:
         """Target split ``train|val|test``."""
         return ImageDataset(self.data.records(split), self.data.root(split),
                             self._transform(style))
 
-    def auxiliary(self, style: str | None, records: Sequence[Record] | None = None
+    def auxiliary(self, style: TrainStyle | None, records: Sequence[Record] | None = None
                   ) -> ImageDataset:
         """The auxiliary set, or its subset ``records`` (a selection)."""
         records = self.data.auxiliary if records is None else records
