@@ -138,7 +138,8 @@ def test_stage_graph_matches_what_the_code_reads_and_writes(tiny_pipeline):
 
 def test_editing_the_report_code_leaves_the_training_stages_up_to_date(tiny_pipeline, tmp_path):
     """Code deps are files: a change to the report stage's module re-runs the report only."""
-    repo, env = copy_repo(*tiny_pipeline[:2], tmp_path / "copy")
+    origin, env, _ = tiny_pipeline
+    repo, env = copy_repo(origin, tmp_path / "copy", env)
     env = {k: v for k, v in env.items() if k != "METAFGNET_AUDIT"}
     body = repo / "src/metafgnet/stages/report_stage.py"
     body.write_text(body.read_text() + "# edited\n")
