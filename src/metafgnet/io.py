@@ -169,10 +169,6 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def write_yaml(path: str | Path, obj: Any) -> None:
-    write_text(path, yaml.safe_dump(obj, sort_keys=False))
-
-
 def write_tsv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Write rows (dicts with the same keys) as a tab-separated table with a header."""
     if not rows:
