@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from metafgnet.params import TrackingParams, parse_params
-from metafgnet.tracking import NullRun, StageRun, TrackingError, is_training_stage, stage_run
+from metafgnet.tracking import StageRun, TrackingError, is_training_stage, stage_run
 from metafgnet.tracking.experiment import open_session
-from metafgnet.tracking.parent import find_or_create_parent
+from metafgnet.tracking.parent import find_or_create_parent, parent_spec
 from metafgnet.tracking.run_tags import all_params, provenance_tags
 
 PARAMS = parse_params({"seed": 7, "meta": {"order": "first", "inner_lr": 0.05}})
@@ -100,7 +100,7 @@ def test_concurrent_first_stages_agree_on_one_parent(sqlite_uri, client, trackin
 
     def create():
         barrier.wait()
-        found.append(find_or_create_parent(session, all_params(PARAMS), tags))
+        found.append(find_or_create_parent(session, parent_spec(tags, all_params(PARAMS))))
 
     threads = [threading.Thread(target=create) for _ in range(2)]
     for t in threads:
@@ -177,7 +177,7 @@ def test_unknown_section_fails_before_recording(sqlite_uri, tracking):
 def test_disabled_tracking_is_a_no_op(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/never.db")
     with stage_run("meta_train", PARAMS, ["meta"], TrackingParams(enabled=False)) as run:
-        assert isinstance(run, NullRun) and not run.enabled
+        assert isinstance(run, StageRun) and not run.enabled
         run.log_metrics({"loss": 1.0}, step=0)
         run.log_params({"x": 1})
         run.set_tags({"y": 2})

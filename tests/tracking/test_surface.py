@@ -1,28 +1,95 @@
-"""The tracking API's parts cannot drift apart: every Recorder call a stage may make is
-dispatched by the agent, and every StageRun method has its no-op twin in NullRun."""
+"""One declared tracking surface: a stage calls what the Recorder declares, nothing is listed
+twice. A public method added to ``Recorder`` (and nothing else) is a call of the stage's run
+through the tracking agent, and a no-op on the run of a stage that records nothing."""
 
-import inspect
+from __future__ import annotations
 
-from metafgnet.tracking.agent import OPS
-from metafgnet.tracking.null import NullRun
-from metafgnet.tracking.recorder import Recorder
-from metafgnet.tracking.runs import StageRun
+import dataclasses
+import threading
+from multiprocessing import Pipe
+from pathlib import Path
+
+import pytest
+
+from metafgnet.params import TrackingParams, parse_params
+from metafgnet.tracking import TrackingError, runs, stage_run
+from metafgnet.tracking.agent import RemoteRecorder, serve_stage
+from metafgnet.tracking.null import NullRecorder
+from metafgnet.tracking.recorder import Recorder, operations
+
+PARAMS = parse_params({"seed": 3})
 
 
-def _public_methods(cls) -> set[str]:
-    return {name for name, member in inspect.getmembers(cls, inspect.isfunction)
-            if not name.startswith("_")}
+def _note(self, text: str) -> str:
+    """A new kind of call, declared on the Recorder alone."""
+    self.set_tags({"note": text})
+    return text.upper()
 
 
-def test_the_agent_dispatches_exactly_the_recorder_calls():
-    internal = {"abandon"}  # the agent calls it itself when a stage's connection drops
-    assert (_public_methods(Recorder) - internal) | {"pid"} == OPS
+@pytest.fixture
+def agent_in_thread(monkeypatch):
+    """The agent's own serving code (:func:`serve_stage`) in a thread of this process, so that
+    it sees the method this test adds to Recorder; stages reach it over a pipe instead of the
+    agent's authenticated socket."""
+    served: list[threading.Thread] = []
+
+    def remote(tracking, uri, execution):
+        stage_end, agent_end = Pipe()
+        thread = threading.Thread(target=serve_stage, args=(agent_end,), daemon=True)
+        thread.start()
+        served.append(thread)
+        return RemoteRecorder(uri, execution, connection=(stage_end, Path("in-thread")))
+
+    monkeypatch.setattr(runs, "_recorder", remote)
+    yield served
+    for thread in served:
+        thread.join(10)
+        assert not thread.is_alive()
 
 
-def test_null_run_mirrors_every_stage_run_method():
-    missing = _public_methods(StageRun) - _public_methods(NullRun)
-    assert not missing, f"NullRun lacks {sorted(missing)}: non-main ranks would fail there"
-    for name in _public_methods(StageRun):
-        ours = list(inspect.signature(getattr(StageRun, name)).parameters)
-        twin = list(inspect.signature(getattr(NullRun, name)).parameters)
-        assert ours == twin, f"{name}: {ours} != {twin}"
+def test_a_method_added_to_the_recorder_is_a_stage_call_through_the_agent(
+        client, tracking, agent_in_thread, monkeypatch):
+    monkeypatch.setattr(Recorder, "note", _note, raising=False)
+    assert "note" in operations()
+    with stage_run("evaluate", PARAMS, [], dataclasses.replace(tracking, agent=True)) as run:
+        assert run.note("hello") == "HELLO"  # made by the Recorder in the agent's thread
+        run_id = run.run_id
+    assert len(agent_in_thread) == 1
+    assert client.get_run(run_id).data.tags["note"] == "hello"
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_the_same_method_is_a_no_op_on_a_run_that_records_nothing(monkeypatch, tmp_path):
+    monkeypatch.setattr(Recorder, "note", _note, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/never.db")
+    with stage_run("evaluate", PARAMS, [], TrackingParams(enabled=False)) as run:
+        assert not run.enabled and run.run_id is None
+        assert run.note("hello") is None
+    assert runs.StageRun.null("rank-1").note("hello") is None  # a rank other than the main one
+    assert not (tmp_path / "never.db").exists()
+
+
+def test_only_the_recorder_s_operations_are_calls(monkeypatch):
+    run = runs.StageRun.null("evaluate")
+    for name in ("note", "open", "finish", "fail", "abandon"):  # unknown, or the run's own
+        with pytest.raises(AttributeError):
+            getattr(run, name)
+    with pytest.raises(AttributeError):
+        NullRecorder().note  # noqa: B018
+    monkeypatch.setattr(Recorder, "note", _note, raising=False)
+    assert NullRecorder().note("x") is None
+    assert "abandon" not in operations() and "_end" not in operations()
+
+
+def test_the_agent_answers_no_call_the_recorder_does_not_declare():
+    stage_end, agent_end = Pipe()
+    thread = threading.Thread(target=serve_stage, args=(agent_end,), daemon=True)
+    thread.start()
+    remote = RemoteRecorder("", "", connection=(stage_end, Path("in-thread")))
+    with pytest.raises(AttributeError):
+        remote.note  # noqa: B018
+    with pytest.raises(TrackingError, match="unknown tracking call '_end'"):
+        remote._call("_end", ("FINISHED",), {})  # a Recorder method, but not a declared one
+    assert remote.pid() > 0  # the agent's own call
+    remote.close()
+    thread.join(10)

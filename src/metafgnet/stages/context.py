@@ -30,7 +30,7 @@ from metafgnet.params import ExecutionParams, Params, TrackingParams, to_dict
 from metafgnet.preflight import check_once
 from metafgnet.provenance import repo_root
 from metafgnet.stages.shell import params_path, stage_shell
-from metafgnet.tracking import NullRun, execution_id, stage_run
+from metafgnet.tracking import StageRun, execution_id, stage_run
 
 if TYPE_CHECKING:
     from metafgnet.distributed import DistContext
@@ -169,7 +169,7 @@ def open_stage(name: str, sections: Sequence[str], *, data: Path | None = None,
             run_cm = (stage_run(name, params, sections, tracking=params.tracking,
                                 data_digest=prepared.digest if prepared is not None else None,
                                 device=str(device), lineage=lineage)
-                      if is_main else contextlib.nullcontext(NullRun(name)))
+                      if is_main else contextlib.nullcontext(StageRun.null(name)))
             with run_cm as run:
                 if prepared is not None:  # the splits as MLflow dataset inputs (no image read)
                     run.log_datasets(prepared)

@@ -27,7 +27,6 @@ made); it only turns MLflow's telemetry off and bounds its HTTP retries in the e
 """
 
 from metafgnet.tracking.execution import EXECUTION_ENV, execution_id
-from metafgnet.tracking.null import NullRun
 from metafgnet.tracking.runs import StageRun, is_training_stage, stage_run
 from metafgnet.tracking.uri import (
     TrackingError,
@@ -41,7 +40,6 @@ configure_environment()
 
 __all__ = [
     "EXECUTION_ENV",
-    "NullRun",
     "StageRun",
     "TrackingError",
     "TrackingUnavailable",

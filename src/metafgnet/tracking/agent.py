@@ -61,6 +61,7 @@ from pathlib import Path
 
 import metafgnet
 from metafgnet.io import file_lock, user_runtime_dir
+from metafgnet.tracking.recorder import operations
 from metafgnet.tracking.uri import TrackingError
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,6 @@ IDLE_ENV = "METAFGNET_AGENT_IDLE_S"
 DEFAULT_IDLE_S = 60.0  # > the gap between two stages, even under load (torch import and data)
 START_TIMEOUT_S = 30.0
 NICE = 19  # the lowest priority: bookkeeping runs on what training leaves idle
-# The methods of Recorder a stage may call; nothing else is dispatched.
-OPS = frozenset({"open", "log_metrics", "log_params", "set_tags", "log_artifact",
-                 "log_artifacts", "log_dict", "log_text", "log_datasets", "log_model",
-                 "register_model",
-                 "summarise_execution",
-                 "finish", "fail", "pid"})
 KEY_NAME = "agent.key"
 KEY_BYTES = 32
 NONCE_BYTES = 32
@@ -290,16 +285,24 @@ def connect_agent(uri: str, execution: str) -> tuple[Connection, Path]:
             time.sleep(0.02)
 
 
+def _dispatched(op: str) -> bool:
+    """The calls the agent answers: the Recorder's operations, and ``pid`` (its own)."""
+    return op == "pid" or op in operations()
+
+
 class RemoteRecorder:
     """A :class:`~metafgnet.tracking.recorder.Recorder` living in the execution's agent: the
     same methods with the same arguments, each one a round trip over the agent's socket."""
 
-    def __init__(self, uri: str, execution: str):
-        self._conn, self.socket = connect_agent(uri, execution)
+    def __init__(self, uri: str, execution: str,
+                 connection: tuple[Connection, Path] | None = None):
+        """Connected to the execution's agent (:func:`connect_agent`), or over ``connection``:
+        an authenticated ``(connection, socket path)`` answered by :func:`serve_stage`."""
+        self._conn, self.socket = connection or connect_agent(uri, execution)
         self._lock = threading.Lock()
 
     def __getattr__(self, op: str):
-        if op not in OPS:
+        if not _dispatched(op):
             raise AttributeError(op)
         return lambda *args, **kwargs: self._call(op, args, kwargs)
 
@@ -429,7 +432,7 @@ def serve_stage(conn: Connection) -> None:
             op = "a call"  # until the message is read
             try:
                 op, args, kwargs = _loads(raw)
-                if op not in OPS:
+                if not _dispatched(op):
                     raise ValueError(f"unknown tracking call {op!r}")
                 if op in ("log_model", "register_model"):
                     _MODELS_READY.wait()

@@ -16,6 +16,7 @@ import time
 from metafgnet.tracking import run_tags
 from metafgnet.tracking.experiment import store_lock
 from metafgnet.tracking.uri import is_remote
+from metafgnet.tracking.writer import RunSpec, end_run, start_run
 
 SETTLE_S = 0.5  # spent in the background opener, and only by an execution's first stage
 
@@ -30,6 +31,11 @@ def _search(client, experiment_id: str, execution: str) -> list:
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
+def parent_spec(tags: dict[str, str], params: dict[str, str]) -> RunSpec:
+    """The parent run of the execution ``tags`` name (role ``pipeline``), with ``params``."""
+    return RunSpec(parent_name(tags), "pipeline", tags, params)
+
+
 def parent_name(tags: dict[str, str]) -> str:
     """The DVC experiment's name (else ``<git rev>-<YYYYmmdd-HHMMSS>``), then what differs
     from the baseline commit: ``first-order meta.order=first``; ``... baseline`` when
@@ -39,10 +45,9 @@ def parent_name(tags: dict[str, str]) -> str:
     return f"{name} {tags.get(run_tags.OVERRIDES) or 'baseline'}"
 
 
-def find_or_create_parent(session, params: dict[str, str], tags: dict[str, str]) -> str:
-    """Run id of this execution's parent run, created if this is its first stage.
-
-    ``params``: every params section, dotted (:func:`metafgnet.tracking.run_tags.all_params`).
+def find_or_create_parent(session, spec: RunSpec) -> str:
+    """Run id of this execution's parent run (``spec``: every params section, dotted, and the
+    execution's tags), created if this is its first stage.
 
     Stages of one execution normally run one after another. Should two start together, a local
     store serialises them with a file lock; against a server each creator waits
@@ -50,22 +55,15 @@ def find_or_create_parent(session, params: dict[str, str], tags: dict[str, str])
     the others delete theirs.
     """
     with store_lock(session.uri, "parent"):
-        return _find_or_create(session, params, tags)
+        return _find_or_create(session, spec)
 
 
-def _find_or_create(session, params: dict[str, str], tags: dict[str, str]) -> str:
-    from mlflow.entities import Param
-
-    client, execution = session.client, tags[run_tags.EXECUTION]
+def _find_or_create(session, spec: RunSpec) -> str:
+    client, execution = session.client, spec.tags[run_tags.EXECUTION]
     found = _search(client, session.experiment_id, execution)
     if found:
         return found[0].info.run_id
-    parent_tags = {**tags, run_tags.ROLE: "pipeline"}
-    if run_tags.GIT_COMMIT in tags:
-        parent_tags["mlflow.source.git.commit"] = tags[run_tags.GIT_COMMIT]
-    run = client.create_run(session.experiment_id, run_name=parent_name(tags), tags=parent_tags)
-    mine = run.info.run_id
-    client.log_batch(mine, params=[Param(k, v) for k, v in params.items()])
+    mine = start_run(client, session.experiment_id, spec)
     if is_remote(session.uri):
         time.sleep(SETTLE_S)
     winner = _search(client, session.experiment_id, execution)[0].info.run_id
@@ -81,4 +79,4 @@ def mark_parent(client, parent_id: str, status: str) -> None:
     if status == "RUNNING":
         client.update_run(parent_id, status="RUNNING")
     else:
-        client.set_terminated(parent_id, status)
+        end_run(client, parent_id, status)

@@ -33,6 +33,7 @@ from metafgnet.tracking.models import log_model as _log_model
 from metafgnet.tracking.models import register_model as _register_model
 from metafgnet.tracking.parent import find_or_create_parent, mark_parent
 from metafgnet.tracking.uri import TrackingError
+from metafgnet.tracking.writer import RunSpec, end_run, error_text, start_run
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,20 @@ class Opened:
     run_id: str
     parent_id: str
     experiment_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """What :meth:`Recorder.open` opens: where (``target``, ``tracking``, ``root``), the
+    stage's child ``run`` and its execution's ``parent``, and whether system metrics are
+    sampled on the child."""
+
+    target: Target
+    tracking: TrackingParams
+    root: str
+    run: RunSpec
+    parent: RunSpec
+    system_metrics: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,33 +141,16 @@ class Recorder:
 
     # -- opening ---------------------------------------------------------------------------
 
-    def open(self, stage: str, target: Target, tracking: TrackingParams, tags: dict[str, str],
-             child_params: dict[str, str], parent_params: dict[str, str],
-             system_metrics: bool, root: str | None = None,
-             source: dict[str, str] | None = None) -> Opened:
-        """Find or create the execution's parent run, then create the stage's child run.
-
-        ``tags``: provenance of parent and child; ``source``: the stage process's own MLflow
-        source tags (:func:`metafgnet.tracking.run_tags.source_tags`), child only.
-        """
-        from mlflow.entities import Param
-        from mlflow.tracking.context.registry import resolve_tags
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-        self._stage = stage
-        session = session_for(target, tracking, root)
-        client = session.client
-        parent_id = find_or_create_parent(session, parent_params, tags)
-        mark_parent(client, parent_id, "RUNNING")
-        child_tags = {**(source or {}), **tags, run_tags.ROLE: "stage", run_tags.STAGE: stage,
-                      MLFLOW_PARENT_RUN_ID: parent_id}
-        if run_tags.GIT_COMMIT in tags:
-            child_tags["mlflow.source.git.commit"] = tags[run_tags.GIT_COMMIT]
-        run = client.create_run(session.experiment_id, run_name=stage,
-                                tags=resolve_tags(child_tags))
-        run_id = run.info.run_id
-        client.log_batch(run_id, params=[Param(k, v) for k, v in child_params.items()])
-        if system_metrics:
+    def open(self, spec: StageSpec) -> Opened:
+        """Find or create the execution's parent run, then create the stage's child run under
+        it (:mod:`metafgnet.tracking.writer`)."""
+        self._stage = spec.run.name
+        session = session_for(spec.target, spec.tracking, spec.root)
+        parent_id = find_or_create_parent(session, spec.parent)
+        mark_parent(session.client, parent_id, "RUNNING")
+        run_id = start_run(session.client, session.experiment_id,
+                           dataclasses.replace(spec.run, parent_id=parent_id))
+        if spec.system_metrics:
             self._monitor = _start_system_metrics(run_id, session.uri)
         self._session, self._run_id, self._parent_id = session, run_id, parent_id
         return Opened(run_id, parent_id, session.experiment_id)
@@ -293,7 +291,7 @@ class Recorder:
         if self._monitor is not None:
             self._monitor.finish()
             self._monitor = None
-        self._client.set_terminated(self._run_id, status)
+        end_run(self._client, self._run_id, status)
         self._ended = True
 
     def finish(self) -> None:
@@ -305,14 +303,15 @@ class Recorder:
         """Record the error on child and parent and end both with ``status``; never raises.
         The user information of any URL in the texts is left out (:mod:`metafgnet.credentials`)."""
         client = self._client
-        summary, traceback_text = redact_text(summary), redact_text(traceback_text)
         steps = [
-            lambda: client.set_tag(self._run_id, run_tags.ERROR, summary),
-            lambda: client.log_text(self._run_id, traceback_text, "error/traceback.txt"),
+            lambda: client.set_tag(self._run_id, run_tags.ERROR, error_text(summary)),
+            lambda: client.log_text(self._run_id, redact_text(traceback_text),
+                                    "error/traceback.txt"),
             lambda: self._end(status),
             lambda: mark_parent(client, self._parent_id, status),
             lambda: client.set_tag(self._parent_id, run_tags.FAILED_STAGE, stage),
-            lambda: client.set_tag(self._parent_id, run_tags.ERROR, f"{stage}: {summary}"[:5000]),
+            lambda: client.set_tag(self._parent_id, run_tags.ERROR,
+                                   error_text(f"{stage}: {summary}")),
         ]
         for step in steps:
             try:
@@ -329,6 +328,18 @@ class Recorder:
         self.fail("KILLED", "the stage process ended without closing its run (killed?)", "",
                   self._stage)
         return True
+
+
+LIFECYCLE = frozenset({"open", "finish", "fail"})  # made by StageRun itself, at its start and end
+
+
+def operations() -> frozenset[str]:
+    """The calls a stage may make on a :class:`Recorder`, here or in the tracking agent: its
+    public methods, less ``abandon`` (the agent's own, when a stage's connection drops). Read
+    from the class on each call, so a method added to it is an operation, with no list to keep
+    (:class:`~metafgnet.tracking.runs.StageRun` forwards those outside :data:`LIFECYCLE`)."""
+    return frozenset(name for name, member in vars(Recorder).items()
+                     if callable(member) and not name.startswith("_")) - {"abandon"}
 
 
 class _NoGpuFilter(logging.Filter):

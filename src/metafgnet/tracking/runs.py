@@ -48,10 +48,13 @@ from metafgnet.provenance import repo_root
 from metafgnet.tracking import run_tags
 from metafgnet.tracking.buffer import MetricBuffer
 from metafgnet.tracking.datasets import metric_dataset, prepared_datasets
-from metafgnet.tracking.experiment import Target, resolve_target
+from metafgnet.tracking.experiment import resolve_target
 from metafgnet.tracking.models import DEFAULT_ALIAS, check_alias
-from metafgnet.tracking.null import NullRun
+from metafgnet.tracking.null import NullRecorder
+from metafgnet.tracking.parent import parent_spec
+from metafgnet.tracking.recorder import LIFECYCLE, Opened, Recorder, StageSpec, operations
 from metafgnet.tracking.uri import TrackingError
+from metafgnet.tracking.writer import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -69,25 +72,30 @@ def _recorder(tracking: TrackingParams, uri: str, execution: str):
         from metafgnet.tracking.agent import RemoteRecorder
 
         return RemoteRecorder(uri, execution)
-    from metafgnet.tracking.recorder import Recorder
-
     return Recorder()
 
 
 class StageRun:
-    """The child run of one stage, as yielded by :func:`stage_run`."""
+    """The child run of one stage, as yielded by :func:`stage_run`.
+
+    Every :class:`~metafgnet.tracking.recorder.Recorder` operation outside its
+    :data:`~metafgnet.tracking.recorder.LIFECYCLE` is a method of this run too (forwarded once
+    the run is open); the methods written here add what the stage side knows (buffering, paths,
+    redaction, the datasets it logged). :meth:`null` is the same run over a recorder that
+    records nothing."""
 
     enabled = True
 
-    def __init__(self, stage: str, params: Params, tracking: TrackingParams, target: Target,
-                 tags: dict[str, str], child_params: dict[str, str], system_metrics: bool,
-                 root: str | Path | None = None):
-        self.stage = stage
-        self.tracking_uri = target.uri
+    def __init__(self, spec: StageSpec | None, tracking: TrackingParams,
+                 recorder: Any = None):
+        """``spec``: the runs to open; ``recorder``: the one to open them with (default: the
+        execution's tracking agent's, or with ``tracking.agent: false`` one in this process)."""
+        self.stage = spec.run.name if spec is not None else ""
+        self.tracking_uri = spec.target.uri if spec is not None else None
         self._tracking = tracking
-        self._tags = tags
-        self._buffer = MetricBuffer(target.uri)
-        self._recorder = None
+        self._tags = dict(spec.run.tags) if spec is not None else {}
+        self._buffer = MetricBuffer(self.tracking_uri)
+        self._recorder = recorder
         self._opened = None
         self._open_error: BaseException | None = None
         # recorder calls made before the run was open, made by the opening thread once it is
@@ -97,21 +105,37 @@ class StageRun:
         self._deferred_error: BaseException | None = None
         self._last_step = -1  # the highest step of this run's metrics so far
         self._datasets: dict[str, str] = {}  # dataset inputs logged: name -> digest
-        open_args = (stage, target, tracking, tags, child_params, run_tags.all_params(params),
-                     system_metrics, str(Path(root).resolve() if root else repo_root()),
-                     run_tags.source_tags())
         self._thread = threading.Thread(
-            target=self._open, name=f"tracking-open-{stage}", daemon=True, args=open_args)
+            target=self._open, name=f"tracking-open-{self.stage}", daemon=True, args=(spec,))
         self._thread.start()
+
+    @classmethod
+    def null(cls, stage: str = "", tracking: TrackingParams | None = None) -> StageRun:
+        """The run of a stage that records nothing: every call is a no-op (returning None),
+        ``enabled`` is false, ``run_id`` and the other ids are None."""
+        run = cls(None, tracking or TrackingParams(enabled=False), NullRecorder())
+        run.stage, run.enabled = stage, False
+        return run
+
+    def __getattr__(self, op: str):
+        """A Recorder operation not written here: the same call on the recorder (plain-data
+        arguments and result), once the run is open."""
+        if op.startswith("_") or op in LIFECYCLE or op not in operations():
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {op!r}")
+        return lambda *args, **kwargs: getattr(self._ready(), op)(*args, **kwargs)
 
     # -- opening (background thread) ------------------------------------------------------
 
-    def _open(self, *open_args) -> None:
+    def _open(self, spec: StageSpec | None) -> None:
         try:
-            recorder = _recorder(self._tracking, self.tracking_uri, self._tags[run_tags.EXECUTION])
-            self._recorder = recorder
-            self._opened = recorder.open(*open_args)
-            self._buffer.attach(recorder, self._opened.run_id)
+            if spec is None:
+                self._opened = Opened(None, None, None)
+            else:
+                if self._recorder is None:
+                    self._recorder = _recorder(self._tracking, self.tracking_uri,
+                                               self._tags[run_tags.EXECUTION])
+                self._opened = self._recorder.open(spec)
+            self._buffer.attach(self._recorder, self._opened.run_id)
         except BaseException as exc:  # re-raised in the stage's thread by _ready()
             self._open_error = exc
         with self._lock:
@@ -192,13 +216,6 @@ class StageRun:
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
         self._ready().log_artifacts(str(Path(directory).resolve()), artifact_path)
 
-    def log_dict(self, obj: Any, artifact_file: str) -> None:
-        """``obj`` as JSON or YAML (by the file's extension) under ``artifact_file``."""
-        self._ready().log_dict(obj, artifact_file)
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self._ready().log_text(text, artifact_file)
-
     def flush(self) -> None:
         """Send buffered metrics now (done automatically every few seconds and at the end)."""
         self._ready()
@@ -256,7 +273,7 @@ class StageRun:
         name = name or self._tracking.registered_model
         ref = self._ready().register_model(model_uri, name, alias,
                                            {**tags, run_tags.STAGE: self.stage})
-        if ref.decision is not None:
+        if ref is not None and ref.decision is not None:
             outcome = ("is the new champion" if ref.decision.promoted
                        else f"stays a challenger, the {alias} is unchanged")
             log.info("registered %s v%d: %s (%s)", ref.name, ref.version, outcome,
@@ -301,7 +318,7 @@ class StageRun:
         # KILLED, not FAILED: the run did nothing wrong and resumes on the next execution
         status = ("KILLED" if isinstance(exc, KeyboardInterrupt)
                   or type(exc).__name__ == "TrainingInterrupted" else "FAILED")
-        summary = f"{type(exc).__name__}: {exc}"[:5000]
+        summary = f"{type(exc).__name__}: {exc}"
         try:
             self._buffer.flush(final=True)
         except Exception as err:
@@ -332,7 +349,7 @@ def stage_run(
     system_metrics: bool | None = None,
     root: str | Path | None = None,
     lineage: bool = False,
-) -> Iterator[StageRun | NullRun]:
+) -> Iterator[StageRun]:
     """Track one stage as a child of its execution's parent run (module docstring).
 
     ``sections``: the params sections the stage reads (logged as dotted params with ``seed``).
@@ -349,7 +366,7 @@ def stage_run(
     """
     tracking = tracking if tracking is not None else params.tracking
     if not tracking.enabled:
-        yield NullRun(stage)
+        yield StageRun.null(stage, tracking)
         return
     child_params = run_tags.stage_params(params, sections)  # bad section names fail first
     if lineage:
@@ -362,7 +379,11 @@ def stage_run(
         tags[run_tags.INTENDED_URI] = redact_url(target.intended_uri or "")
     log_system = (tracking.system_metrics and is_training_stage(stage)
                   if system_metrics is None else system_metrics)
-    run = StageRun(stage, params, tracking, target, tags, child_params, log_system, root)
+    spec = StageSpec(target, tracking, str(root),
+                     RunSpec(stage, "stage", {**tags, run_tags.STAGE: stage}, child_params,
+                             source=run_tags.source_tags()),
+                     parent_spec(tags, run_tags.all_params(params)), log_system)
+    run = StageRun(spec, tracking)
     try:
         yield run
     except BaseException as exc:
