@@ -29,7 +29,8 @@ from metafgnet.models.metafgnet import MetaFGNet, build_model
 from metafgnet.params import ModelParams
 
 
-def provenance_digest(stage: str, arch: dict, params: dict, inputs: dict[str, str]) -> str:
+def provenance_digest(stage: str, arch: dict[str, Any], params: dict[str, Any],
+                      inputs: dict[str, str]) -> str:
     """sha256 over what a model file is a function of, besides code: the stage, the
     architecture, the params sections the stage declares and the digests of its inputs
     (``{"data": prepared-data digest, "<input path>": sha256 of the file}``).
@@ -44,8 +45,8 @@ def provenance_digest(stage: str, arch: dict, params: dict, inputs: dict[str, st
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def save_model(path: str | Path, model: MetaFGNet, arch: dict, params: dict, stage: str,
-               inputs: dict[str, str] | None = None, **extra: Any) -> None:
+def save_model(path: str | Path, model: MetaFGNet, arch: dict[str, Any], params: dict[str, Any],
+               stage: str, inputs: dict[str, str] | None = None, **extra: Any) -> None:
     """Write ``model`` (moved to CPU) with its provenance to ``path``.
 
     ``arch`` is the ``model`` params section the network was built from (carried from stage to
@@ -75,7 +76,8 @@ def save_model(path: str | Path, model: MetaFGNet, arch: dict, params: dict, sta
         tmp.write_bytes(buffer.getvalue())
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[MetaFGNet, dict]:
+def load_model(path: str | Path,
+               device: torch.device | str = "cpu") -> tuple[MetaFGNet, dict[str, Any]]:
     """Rebuild the model saved at ``path`` (no weight download: the file holds every weight).
 
     Loaded with ``torch.load(weights_only=True)``: a file holding anything but tensors and
