@@ -122,6 +122,11 @@ class PreparedData:
         root = self.root(split)
         return [root / r.path for r in self.records(split)]
 
+    def manifest_path(self, split: str) -> Path:
+        """The manifest file of ``split`` in the prepared folder."""
+        self.records(split)  # validates the name
+        return self.prepared_dir / MANIFESTS[split]
+
     def manifest_digest(self, split: str) -> str:
         """sha256 of ``split``'s manifest file: the one recorded in ``index.json``, or (for data
         built in memory) recomputed from the records, which gives the same bytes."""

@@ -57,7 +57,7 @@ def prepared_datasets(data) -> list[DatasetInput]:
         sha = data.manifest_digest(split)
         classes = data.auxiliary_classes if split == "auxiliary" else data.target_classes
         profile = {"num_images": len(data.records(split)), "num_classes": len(classes),
-                   "manifest": str(data.prepared_dir / _manifest_name(split)), "sha256": sha}
+                   "manifest": str(data.manifest_path(split)), "sha256": sha}
         inputs.append(DatasetInput(name, sha[:DIGEST_CHARS], str(data.root(split)), context,
                                    profile))
     return inputs
@@ -70,9 +70,3 @@ def metric_dataset(key: str, logged: dict[str, str]) -> tuple[str, str] | None:
         if key.startswith(prefix) and name in logged:
             return name, logged[name]
     return None
-
-
-def _manifest_name(split: str) -> str:
-    from metafgnet.data.manifest import MANIFESTS
-
-    return MANIFESTS[split]

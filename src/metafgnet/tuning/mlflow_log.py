@@ -1,6 +1,7 @@
 """MLflow record of a study: one parent run per invocation, one nested child run per trial.
 
-Written directly with ``mlflow.MlflowClient`` (the optuna-integration callback is deprecated).
+Written with ``mlflow.MlflowClient`` through :mod:`metafgnet.tracking.writer`, as every run of
+the package (the optuna-integration callback is deprecated).
 The tracking URI and experiment come from :mod:`metafgnet.tracking` (``MLFLOW_TRACKING_URI``,
 else ``sqlite:///<repo root>/mlflow.db``; ``tracking.experiment``). Worker processes receive a
 picklable :class:`TrackerRef` and log their trials as children of the invocation's parent.
@@ -20,9 +21,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from metafgnet.credentials import redact_text
 from metafgnet.params import Params, flatten, to_dict
 from metafgnet.tracking import run_tags
+from metafgnet.tracking.writer import RunSpec, end_run, start_run
 
 ROLE_PARENT = "tune"
 ROLE_TRIAL = "trial"
@@ -51,23 +52,20 @@ def start_parent(params: Params, study_name: str, storage: str, workers: int) ->
     """Open the invocation's parent run (None when ``tracking.enabled`` is false)."""
     if not params.tracking.enabled:
         return None
-    from mlflow.entities import Param
-
     from metafgnet.tracking.experiment import open_session
     from metafgnet.tuning.space import describe
 
     session = open_session(params.tracking)
-    tags = {**run_tags.provenance_tags(params), run_tags.ROLE: ROLE_PARENT,
-            "optuna.study_name": study_name, "optuna.storage": storage}
-    name = f"tune-{study_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = session.client.create_run(session.experiment_id, run_name=name, tags=tags)
     tune = {k: v for k, v in flatten({"tune": to_dict(params.tune)}).items()
             if not k.startswith("tune.space.")}
-    logged = {**tune, **{f"tune.{k}": v for k, v in describe(params.tune).items()},
-              "tune.workers_this_invocation": workers, "seed": params.seed}
-    session.client.log_batch(run.info.run_id, params=[
-        Param(k, run_tags.param_value(v)) for k, v in logged.items()])
-    return TrackerRef(session.uri, session.experiment_id, run.info.run_id, study_name)
+    spec = RunSpec(
+        f"tune-{study_name}-{time.strftime('%Y%m%d-%H%M%S')}", ROLE_PARENT,
+        {**run_tags.provenance_tags(params), "optuna.study_name": study_name,
+         "optuna.storage": storage},
+        {**tune, **{f"tune.{k}": v for k, v in describe(params.tune).items()},
+         "tune.workers_this_invocation": workers, "seed": params.seed})
+    run_id = start_run(session.client, session.experiment_id, spec)
+    return TrackerRef(session.uri, session.experiment_id, run_id, study_name)
 
 
 def finish_parent(ref: TrackerRef | None, metrics: Mapping[str, float], artifacts: list,
@@ -80,7 +78,7 @@ def finish_parent(ref: TrackerRef | None, metrics: Mapping[str, float], artifact
         client.log_metric(ref.parent_run_id, key, float(value))
     for path in artifacts:
         client.log_artifact(ref.parent_run_id, str(path))
-    client.set_terminated(ref.parent_run_id, status)
+    end_run(client, ref.parent_run_id, status)
 
 
 class TrialLogger:
@@ -100,16 +98,10 @@ class TrialLogger:
         """Open the child run of ``trial`` and remember its id in the trial's user attrs."""
         if self.ref is None:
             return None
-        from mlflow.entities import Param
-
-        tags = {"mlflow.parentRunId": self.ref.parent_run_id, run_tags.ROLE: ROLE_TRIAL,
-                STATE_TAG: "RUNNING", "optuna.trial_number": str(trial.number),
+        tags = {STATE_TAG: "RUNNING", "optuna.trial_number": str(trial.number),
                 "optuna.study_name": self.ref.study_name, "worker": str(worker)}
-        run = self._client.create_run(self.ref.experiment_id, run_name=f"trial-{trial.number}",
-                                      tags=tags)
-        run_id = run.info.run_id
-        self._client.log_batch(run_id, params=[Param(k, run_tags.param_value(v))
-                                               for k, v in values.items()])
+        run_id = start_run(self._client, self.ref.experiment_id, RunSpec(
+            f"trial-{trial.number}", ROLE_TRIAL, tags, values, self.ref.parent_run_id))
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         return run_id
 
@@ -125,9 +117,7 @@ class TrialLogger:
         if value is not None:
             self._client.log_metric(run_id, "value", float(value))
         self._client.set_tag(run_id, STATE_TAG, state)
-        if error:
-            self._client.set_tag(run_id, run_tags.ERROR, redact_text(error)[:5000])
-        self._client.set_terminated(run_id, _STATUS[state])
+        end_run(self._client, run_id, _STATUS[state], error)
 
     def sync_failed(self, trials: list) -> int:
         """Close the child runs of FAIL trials still RUNNING in MLflow (killed workers)."""
