@@ -10,9 +10,11 @@ while the server is away, instead of waiting inside MLflow's backoff.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -52,13 +54,22 @@ def _start(store: Path, port: int, log: Path) -> subprocess.Popen:
         time.sleep(0.3)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)  # the server and its worker, by group id
+def _stop(proc: subprocess.Popen, port: int) -> None:
+    """Stop the server and its worker (by group id) and wait until the port is free again."""
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    with contextlib.suppress(ProcessLookupError):  # a worker that outlived the server
+        os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.2)
 
 
 def _stage(url: str, tracking: TrackingParams, monkeypatch, during=None) -> str:
@@ -95,7 +106,7 @@ def test_a_server_restart_mid_stage_loses_no_metric_value(tmp_path, monkeypatch,
     try:
         def outage(step: int) -> None:
             if step == 8:
-                _stop(server[0])
+                _stop(server[0], port)
             elif step == 20:                  # some seconds later, on the same port
                 server[0] = _start(store, port, log)
 
@@ -108,7 +119,7 @@ def test_a_server_restart_mid_stage_loses_no_metric_value(tmp_path, monkeypatch,
                 "val_top1": [(s, s / STEPS) for s in range(STEPS)]}
         assert _history(client, stormy) == calm
     finally:
-        _stop(server[0])
+        _stop(server[0], port)
     spooled = [r.getMessage() for r in caplog.records if "keeping them on disk" in r.getMessage()]
     assert spooled, "the server was away but no send failed: the test proved nothing"
     assert any("recovered: every value was sent" in r.getMessage() for r in caplog.records)
