@@ -14,6 +14,7 @@ from pathlib import Path
 
 from metafgnet.params import TrackingParams
 from metafgnet.tracking import run_tags
+from metafgnet.tracking.writer import RunSpec, end_run, start_run
 
 
 def _parents(client, experiment_id: str, names: list[str]) -> dict[str, str]:
@@ -53,7 +54,7 @@ def _metrics(summary: dict) -> dict[str, float]:
 def log_comparison(summary: dict, names: list[str], out: Path, tracking: TrackingParams,
                    root: Path, command: str) -> str:
     """Log the comparison run; returns its id."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric
 
     from metafgnet.tracking.experiment import open_session
 
@@ -61,10 +62,6 @@ def log_comparison(summary: dict, names: list[str], out: Path, tracking: Trackin
     client = session.client
     parents = _parents(client, session.experiment_id, names)
     factor = summary["factor"] or "seed sweep"
-    run = client.create_run(session.experiment_id,
-                            run_name=f"compare {factor} over seeds "
-                                     f"{','.join(map(str, summary['seeds']))}",
-                            tags={run_tags.ROLE: "compare"})
     links = "\n".join(f"- `{n}`: [{parents[n]}](#/experiments/{session.experiment_id}/runs/"
                       f"{parents[n]})" if n in parents else f"- `{n}`: no MLflow run found"
                       for n in names)
@@ -74,10 +71,11 @@ def log_comparison(summary: dict, names: list[str], out: Path, tracking: Trackin
             "mlflow.note.content": note}
     params = {"compare.factor": factor, "compare.levels": ",".join(summary["levels"]),
               "compare.seeds": ",".join(map(str, summary["seeds"]))}
-    client.log_batch(run.info.run_id,
-                     metrics=[Metric(k, v, 0, 0) for k, v in _metrics(summary).items()],
-                     params=[Param(k, v) for k, v in params.items()],
-                     tags=[RunTag(k, v) for k, v in tags.items()])
-    client.log_artifacts(run.info.run_id, str(out))
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
+    run_id = start_run(client, session.experiment_id, RunSpec(
+        f"compare {factor} over seeds {','.join(map(str, summary['seeds']))}", "compare",
+        tags, params))
+    client.log_batch(run_id,
+                     metrics=[Metric(k, v, 0, 0) for k, v in _metrics(summary).items()])
+    client.log_artifacts(run_id, str(out))
+    end_run(client, run_id)
+    return run_id
