@@ -1,23 +1,29 @@
 """`metafgnet compare` for real, in a copy of the tiny repository (so the two executions the
-other tests count stay two): a grid of queued DVC experiments run two at a time, resumed
-without re-running finished points, summarised with the paired arithmetic, logged to MLflow."""
+other tests count stay two): a grid of queued DVC experiments run two at a time (threads shared
+out between them), resumed one at a time with a point killed mid-run (never two at once, no row
+left for the killed point), resumed again without re-running finished points, summarised with
+the paired arithmetic, logged to MLflow."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from metafgnet.compare.grid import parse_grid
+from metafgnet.compare.grid import parse_grid, workers_alive
 from metafgnet.compare.stats import paired_difference
 from metafgnet.evaluation import ARMS
+from metafgnet.training.runtime import shared_threads
 from support.repo import copy_repo, run
 
 pytestmark = pytest.mark.slow
 
 COMPARE = [sys.executable, "-m", "metafgnet.cli", "compare", "--jobs", "2"]
+DVC = [sys.executable, "-m", "dvc"]
 
 
 def _shown(repo: Path, env: dict) -> dict[str, dict]:
@@ -33,19 +39,50 @@ def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
         first = run([*COMPARE, "--seeds", "0"], repo, env)
         assert "2 grid points, 0 already done, 2 to run" in first.stdout
         assert "2/2 done" in first.stdout
-        again = run([*COMPARE, "--seeds", "0", "1"], repo, env)
-        assert "4 grid points, 2 already done, 2 to run" in again.stdout
+        # one at a time, looking at the queue every second (a worker restart while the first
+        # worker starts would run two points at once), the first point to run killed
+        proc = subprocess.Popen([*COMPARE[:-2], "--jobs", "1", "--poll-s", "1", "--seeds", "0",
+                                 "1"], cwd=repo, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        lines, killed, workers = [], None, []
+        for line in proc.stdout:
+            lines.append(line)
+            workers.append(workers_alive(repo))
+            if killed is None and " 1 running" in line:
+                status = run([*DVC, "queue", "status"], repo, env).stdout
+                killed = next(ln.split()[1] for ln in status.splitlines() if "Running" in ln)
+                run([*DVC, "queue", "kill", killed], repo, env)
+        stderr = proc.stderr.read()
+        proc.wait(timeout=900)
+        again = "".join(lines)
+        assert "4 grid points, 2 already done, 2 to run with 1 job(s)" in again
         # progress counts only finished points (queued ones carry the baseline's metrics files)
-        assert "compare: 0/2 done, " in again.stdout and "2/2 done" in again.stdout
+        assert "compare: 0/2 done, " in again and "1/2 done" in again
+        assert max(int(n) for n in re.findall(r"(\d+) running", again)) <= 1, again
+        # (a worker that stopped may be started again, never beside a live or starting one)
+        assert max(workers) <= 1, again
+        assert proc.returncode == 2 and killed in stderr and "did not finish" in stderr, stderr
+        assert (repo / "results" / "compare" / "failed" / f"{killed}.log").is_file()
+        # no row of the killed point carrying the baseline's metrics under its name
+        assert killed not in _shown(repo, env)
+        resumed = run([*COMPARE, "--seeds", "0", "1"], repo, env)
+        assert "4 grid points, 3 already done, 1 to run" in resumed.stdout
     finally:
         run([sys.executable, "-m", "dvc", "queue", "stop"], repo, env, check=False)
     rows = _shown(repo, env)
     names = {f"cmp-meta_order-{o}-seed-{s}" for o in ("first", "second") for s in (0, 1)}
     assert names <= set(rows)
     value = {n: rows[n]["metrics"]["metrics/evaluate.json"]["data"] for n in names}
+    threads = {n: rows[n]["params"]["params.yaml"]["data"]["runtime"]["num_threads"]
+               for n in names}
     for name in names:
         params = rows[name]["params"]["params.yaml"]["data"]
         assert name == f"cmp-meta_order-{params['meta']['order']}-seed-{params['seed']}"
+    # the seed-0 points ran two at a time: each at its share of the cores
+    ran_alone = {n for n in names if n.endswith("seed-1")}
+    alone = threads["cmp-meta_order-first-seed-1"]
+    assert {threads[n] for n in ran_alone} == {alone}
+    assert {threads[n] for n in names - ran_alone} == {shared_threads(alone, 2)}
     summary = json.loads((repo / "results/compare/compare.json").read_text())
     (cond,) = summary["conditions"]
     for arm in ARMS:
@@ -57,9 +94,12 @@ def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
         assert (got["low"], got["high"]) == (pytest.approx(expected["low"]),
                                              pytest.approx(expected["high"]))
         assert cond["arms"][arm]["first"]["test_top1"]["n"] == 2
-    # two points at a time share the cores: their costs are left out of the comparison
-    assert cond["cost_left_out"] == {"first": 2, "second": 2}
-    assert cond["cost"]["meta_train"]["first"]["seconds_per_iter"]["n"] == 0
+    # two points at a time share the cores: their costs are left out of the comparison; those
+    # run one at a time (seed 1, queued with --jobs 1) count
+    assert cond["cost_left_out"] == {"first": 1, "second": 1}
+    assert cond["cost"]["meta_train"]["first"]["seconds_per_iter"]["n"] == 1
+    assert cond["threads"]["first"] == {"0": shared_threads(alone, 2), "1": alone}
+    assert cond["unpaired_seeds"] == []
     assert cond["contrasts"]["second"]["metafgnet-finetune"]["test_top1"]["n"] == 2
     text = (repo / "results/compare/summary.md").read_text()
     assert "±" in text and "95 %" in text
@@ -89,10 +129,12 @@ def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
         "cmp-meta_order-first-seed-1", "cmp-meta_order-second-seed-1"}
     assert "diff/test_top1/metafgnet" in latest.data.metrics
     # a seed sweep shares the stages that do not depend on `seed`: checked out from the cache,
-    # not re-run
+    # not re-run (points at params.yaml's thread count; the seed-0 ones may have run at fewer)
     for run_id in linked:
-        reused = client.get_run(run_id).data.tags["stages.reused"].split()
-        assert {"prepare", "pretrain"} <= set(reused), reused
+        tags = client.get_run(run_id).data.tags
+        if tags["dvc.exp_name"] in ran_alone:
+            reused = tags["stages.reused"].split()
+            assert {"prepare", "pretrain"} <= set(reused), reused
 
 
 def test_an_invalid_grid_fails_before_anything_is_queued(tiny_pipeline):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from metafgnet.compare.grid import (
     DEFAULT_SEEDS,
+    THREADS,
     GridError,
     experiments,
     parse_grid,
@@ -31,15 +32,22 @@ from metafgnet.compare.grid import (
 from metafgnet.compare.grid import validate as validate_grid
 from metafgnet.compare.summary import summarise, write
 from metafgnet.params import load_params
+from metafgnet.training.runtime import shared_threads, usable_cores
 
 
 def _compare(args: argparse.Namespace) -> int:
     command = "metafgnet compare " + shlex.join(sys.argv[2:])
+    out = Path(args.out)
     try:
+        if args.jobs < 1:
+            raise GridError(f"--jobs {args.jobs}: at least 1")
         grid = parse_grid(args.set, args.seeds, parse_vary(args.vary))
         validate_grid(grid, Path(args.params))
+        params = load_params(args.params)
         if not args.collect_only:
-            run_grid(grid, args.jobs)
+            run_grid(grid, args.jobs, threads=_threads(grid, params.runtime.num_threads,
+                                                       args.jobs),
+                     logs=out / "failed", poll_s=args.poll_s)
         records = experiments()
         missing = [p.name for p in grid.points() if p.name not in records]
         if missing:
@@ -48,10 +56,8 @@ def _compare(args: argparse.Namespace) -> int:
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     summary = summarise(grid, records)
     print(write(summary, out, command))
-    params = load_params(args.params)
     if params.tracking.enabled and not args.no_mlflow:
         from metafgnet.compare.tracking import log_comparison
         from metafgnet.tracking import repo_root
@@ -60,6 +66,19 @@ def _compare(args: argparse.Namespace) -> int:
                                 repo_root(), command)
         print(f"MLflow run {run_id} (tag metafgnet.role = compare) links the executions")
     return 0
+
+
+def _threads(grid, num_threads: int, jobs: int) -> int | None:
+    """The ``runtime.num_threads`` to queue the points with when ``jobs`` of them share the
+    cores (:func:`metafgnet.training.runtime.shared_threads`); None: params.yaml's value stands (or
+    the grid sweeps it itself)."""
+    if THREADS in {k for k, _ in grid.others} | {grid.factor}:
+        return None
+    threads = shared_threads(num_threads, jobs)
+    if jobs > usable_cores():
+        print(f"compare: --jobs {jobs} on {usable_cores()} core(s): the points' threads "
+              "outnumber the cores; lower --jobs", file=sys.stderr)
+    return None if threads == num_threads else threads
 
 
 def register(sub) -> None:
@@ -72,7 +91,11 @@ def register(sub) -> None:
     p.add_argument("--vary", default="seed", metavar="SOURCES",
                    help="sources of randomness that move with each seed, among seed, split "
                         "(data.split_seed), source (pretrain.seed); default: seed alone")
-    p.add_argument("--jobs", type=int, default=1, help="experiments run in parallel")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="experiments run at once; on CPU each gets runtime.num_threads capped "
+                        "at cores // jobs, on GPUs each leases its own devices")
+    p.add_argument("--poll-s", type=float, default=10.0, metavar="S",
+                   help="seconds between looks at the queue (progress, worker restarts)")
     p.add_argument("--out", default="results/compare")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--collect-only", action="store_true", help="only summarise finished points")

@@ -11,6 +11,26 @@ run again. ``vary`` names the sources of randomness that move with each seed (:d
 ``seed`` alone by default; with ``split`` each point also sets ``data.split_seed`` to its seed,
 with ``source`` ``pretrain.seed``, so ``prepare`` and ``pretrain`` run once per seed. Points are validated against the params schema before
 anything is queued.
+
+Sharing the machine:
+
+- at most ``jobs`` points run at once, queue worker restarts included: a worker is started
+  only when none is running or starting (:func:`workers_alive` reads DVC's worker process
+  files; ``dvc queue status`` lists a worker only once it is ready, and a second ``dvc queue
+  start`` meanwhile started a second worker of the same name, which took a second point);
+- on the cores: points run side by side pin ``runtime.num_threads`` capped at
+  ``max(1, cores // jobs)`` (:func:`metafgnet.training.runtime.shared_threads`, queued as
+  ``-S runtime.num_threads=...`` when it differs from params.yaml), so their threads together
+  do not outnumber the cores.
+  CPU results are bit-identical only at one thread count, so the count is a param of each
+  point (in ``dvc exp show`` and each stage's MLflow run), and the summary pairs points only at
+  equal counts. :data:`LEDGER` records the ``jobs`` each point was queued with (its costs count
+  only when run alone);
+- on GPUs each point's stages lease their own devices (:mod:`metafgnet.distributed.devices`).
+
+A point that failed or was killed (``dvc queue kill``) would stay in ``dvc exp show`` under its
+name with the baseline's metrics: its queue log is saved to ``<logs>/<name>.log`` and the entry
+removed (``dvc queue remove``), and the next run queues it again.
 """
 
 from __future__ import annotations
@@ -38,6 +58,9 @@ EVALUATE = "metrics/evaluate.json"
 SOURCES = {"split": ("data.split_seed", "the validation split"),
            "source": ("pretrain.seed", "the source network (pretraining)"),
            "seed": ("seed", "meta-training, joint training and fine-tuning")}
+THREADS = "runtime.num_threads"
+LEDGER = Path(".dvc") / "tmp" / "metafgnet-compare.json"  # point name -> {"jobs": N}
+WORKER_START_S = 120.0  # a started queue worker that is not running by then is started again
 
 
 class GridError(RuntimeError):
@@ -163,6 +186,31 @@ def dvc(*args: str, cwd: Path | None = None) -> str:
     return out.stdout
 
 
+def point_threads(record: dict) -> int | None:
+    """The ``runtime.num_threads`` a finished point ran with (None when its params lack it)."""
+    value = ((record.get("params") or {}).get("runtime") or {}).get("num_threads")
+    return None if value is None else int(value)
+
+
+def _ledger(cwd: Path | None) -> Path:
+    return Path(cwd or ".") / LEDGER
+
+
+def workers_alive(cwd: Path | None = None) -> int:
+    """DVC queue worker processes of this repository that are running, starting ones included
+    (from the process files DVC writes when it spawns them)."""
+    alive = 0
+    for info in (Path(cwd or ".") / ".dvc" / "tmp" / "exps" / "celery").glob(
+            "**/dvc-exp-worker-*.json"):
+        try:
+            pid = int(json.loads(info.read_text())["pid"])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        alive += b"queue-worker" in cmdline
+    return alive
+
+
 def start_queue(jobs: int, cwd: Path | None = None) -> None:
     """``dvc queue start -j jobs``. Its workers outlive the command and inherit its output, so
     that goes to a file: waiting on a pipe would wait for the workers to exit."""
@@ -176,8 +224,13 @@ def start_queue(jobs: int, cwd: Path | None = None) -> None:
 
 
 def experiments(cwd: Path | None = None) -> dict[str, dict]:
-    """Finished experiments by name: ``{"params": {...}, "metrics": {file: {...}}}``. Entries
-    still queued or running, or failed, are left out."""
+    """Finished experiments by name: ``{"params": {...}, "metrics": {file: {...}}}``, with
+    ``jobs`` and ``cores_shared`` (``jobs`` above 1) for points ``metafgnet compare`` queued
+    (:data:`LEDGER`). Entries still queued or running, or failed, are left out."""
+    try:
+        ledger = json.loads(_ledger(cwd).read_text())
+    except (OSError, ValueError):
+        ledger = {}
     found = {}
     for baseline in json.loads(dvc("exp", "show", "--json", cwd=cwd) or "[]"):
         for exp in baseline.get("experiments") or []:
@@ -190,16 +243,19 @@ def experiments(cwd: Path | None = None) -> dict[str, dict]:
             if exp.get("name") and metrics.get(EVALUATE):
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
                 found[exp["name"]] = {"params": params, "metrics": metrics}
+                if (jobs := (ledger.get(exp["name"]) or {}).get("jobs")) is not None:
+                    found[exp["name"]].update(jobs=jobs, cores_shared=jobs > 1)
     return found
 
 
 def _queue_states(cwd: Path | None) -> tuple[dict[str, str], int | None]:
     """Name -> state (Queued, Running, Success, Failed) of the DVC queue's entries, and the
-    number of active queue workers (None when ``dvc queue status`` does not say)."""
+    number of ready queue workers, active or idle (None when ``dvc queue status`` does not
+    say)."""
     states, workers = {}, None
     for line in dvc("queue", "status", cwd=cwd).splitlines()[1:]:
-        if match := re.match(r"Worker status: (\d+) active", line):
-            workers = int(match.group(1))
+        if match := re.match(r"Worker status: (\d+) active, (\d+) idle", line):
+            workers = int(match.group(1)) + int(match.group(2))
             continue
         parts = line.split()
         if len(parts) >= 3 and parts[1] != "None":
@@ -208,35 +264,77 @@ def _queue_states(cwd: Path | None) -> tuple[dict[str, str], int | None]:
     return states, workers
 
 
-def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.0,
-             say: Callable[[str], None] | None = None) -> list[str]:
-    """Queue the points not done yet and run them ``jobs`` at a time; returns the names run.
+def _drop_failed(names: set[str], states: dict[str, str], logs: Path | None,
+                 cwd: Path | None) -> list[str]:
+    """Remove the queue entries of ``names`` that failed or were killed (in ``dvc exp show``
+    they carry the baseline's metrics under the point's name), their logs saved first."""
+    failed = sorted(n for n in names if states.get(n) == "Failed")
+    for name in failed:
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            out = subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name],
+                                 capture_output=True, text=True, cwd=cwd)
+            (logs / f"{name}.log").write_text(out.stdout + out.stderr)
+    if failed:
+        dvc("queue", "remove", *failed, cwd=cwd)
+    return failed
 
-    Raises :class:`GridError` naming the points that did not finish (``dvc queue logs NAME``).
+
+def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.0,
+             say: Callable[[str], None] | None = None, threads: int | None = None,
+             logs: Path | None = None) -> list[str]:
+    """Queue the points not done yet and run them ``jobs`` at a time; returns the names run.
+    ``threads``: queue them with ``-S runtime.num_threads=threads``
+    (:func:`metafgnet.training.runtime.shared_threads`).
+    ``logs``: where the queue logs of failed points are saved before their entries are removed.
+
+    Raises :class:`GridError` naming the points that did not finish.
     """
     say = say or (lambda line: print(line, flush=True))
     points = grid.points()
     done = experiments(cwd)
     todo = [p for p in points if p.name not in done]
     say(f"compare: {len(points)} grid points, {len(points) - len(todo)} already done, "
-        f"{len(todo)} to run with {jobs} job(s)")
+        f"{len(todo)} to run with {jobs} job(s)"
+        + (f", {threads} thread(s) each" if threads is not None and todo else ""))
     if not todo:
         return []
-    pending = {n for n, s in _queue_states(cwd)[0].items() if s in ("Queued", "Running")}
+    names = {p.name for p in todo}
+    queued = _queue_states(cwd)[0]
+    if dropped := _drop_failed(names, queued, None, cwd):
+        say(f"compare: removed the failed queue entries of {', '.join(dropped)}; queueing again")
+    pending = {n for n, s in queued.items() if s in ("Queued", "Running") and n in names}
+    extra = ["-S", f"{THREADS}={threads}"] if threads is not None else []
+    ledger = _ledger(cwd)
+    try:
+        record = json.loads(ledger.read_text())
+    except (OSError, ValueError):
+        record = {}
     for point in todo:
         if point.name not in pending:
-            dvc("exp", "run", "--queue", "-n", point.name, *point.set_args(), cwd=cwd)
-    start_queue(jobs, cwd)
-    names, start, last = {p.name for p in todo}, time.monotonic(), None
+            dvc("exp", "run", "--queue", "-n", point.name, *point.set_args(), *extra, cwd=cwd)
+        record[point.name] = {"jobs": jobs}
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    ledger.write_text(json.dumps(record, indent=1, sort_keys=True))
+    started = None
+    if not workers_alive(cwd):
+        start_queue(jobs, cwd)
+        started = time.monotonic()
+    start, last = time.monotonic(), None
     while True:
         all_states, workers = _queue_states(cwd)
         states = [s for n, s in all_states.items() if n in names]
         # progress from the queue alone: `dvc exp show` is too heavy to poll beside training
         counts = tuple(states.count(s) for s in ("Success", "Running", "Queued"))
-        if counts[2] and not counts[1] and workers == 0:
-            # DVC's workers can stop while entries are still queued: start them again
+        if workers_alive(cwd) or workers:
+            started = None
+        elif counts[2] and not counts[1] and (
+                started is None or time.monotonic() - started > WORKER_START_S):
+            # DVC's workers can stop while entries are still queued: start them again, but
+            # never beside one still starting (two workers of one name take two points)
             say(f"compare: no queue worker left with {counts[2]} point(s) queued; restarting")
             start_queue(jobs, cwd)
+            started = time.monotonic()
         if counts != last:
             elapsed = time.monotonic() - start
             eta = (elapsed / counts[0] * (len(names) - counts[0])) if counts[0] else None
@@ -249,6 +347,9 @@ def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.
         time.sleep(poll_s)
     missing = sorted(names - set(experiments(cwd)))
     if missing:
-        raise GridError("grid points that did not finish (see `dvc queue logs <name>`; rerun "
-                        "`metafgnet compare` to retry only these): " + ", ".join(missing))
+        failed = _drop_failed(set(missing), _queue_states(cwd)[0], logs, cwd)
+        where = (f"their queue logs are in {logs}/<name>.log" if failed and logs is not None
+                 else "see `dvc queue logs <name>`")
+        raise GridError(f"grid points that did not finish ({where}; rerun `metafgnet compare` "
+                        "to retry only these): " + ", ".join(missing))
     return sorted(names)

@@ -6,8 +6,9 @@ The contrasts, per condition, each on :data:`CONTRAST_METRICS`:
 
 - the compared factor, ``B − A`` of its two levels, per arm (``difference``);
 - the arm contrasts of :data:`ARM_CONTRASTS` within each execution, per level (``contrasts``):
-  meta-training against plain fine-tuning and against joint training, and the selected
-  auxiliary subset against all of it.
+  meta-training against plain fine-tuning and against joint training, the selected
+  auxiliary subset against all of it, and against a random subset of its size with the same
+  schedule (``metafgnet_selected − metafgnet_random``: the selection criterion's own effect).
 
 Costs are compared only where they were measured alone: a grid point whose record says it
 shared the cores (``cores_shared`` true, or ``jobs`` above 1) or does not say is left out of the
@@ -20,7 +21,7 @@ import json
 import math
 from pathlib import Path
 
-from metafgnet.compare.grid import EVALUATE, SOURCES, Grid
+from metafgnet.compare.grid import EVALUATE, SOURCES, Grid, point_threads
 from metafgnet.compare.stats import (
     BOOTSTRAP_RESAMPLES,
     MAX_SEEDS,
@@ -35,9 +36,11 @@ from metafgnet.reporting.summary import META_STAGES
 
 ACCURACY = ("test_top1", "test_mean_class_acc", "val_top1")
 CONTRAST_METRICS = ("test_top1", "test_mean_class_acc")
-META_ARMS = ("metafgnet", "metafgnet_selected")  # the arms a meta-training factor changes
+# the arms a meta-training factor changes
+META_ARMS = ("metafgnet", "metafgnet_selected", "metafgnet_random")
 ARM_CONTRASTS = (("metafgnet", "finetune"), ("metafgnet", "joint"),
-                 ("metafgnet_selected", "metafgnet"))  # (first, second): first − second
+                 ("metafgnet_selected", "metafgnet"),
+                 ("metafgnet_selected", "metafgnet_random"))  # (first, second): first − second
 COST_CAVEAT = ("Only executions recorded as run alone (`--jobs 1`) count here: executions run "
                "side by side share the cores, which confounds their times. Work beside the "
                "grid on the same machine still does; for the cost of a switch see also the "
@@ -130,10 +133,20 @@ def _condition(grid: Grid, condition: dict, by_level: dict[str, dict[int, dict]]
                             for lvl in levels} for st in META_STAGES},
               "cost_left_out": {lvl: sum(not measured_alone(r) for r in by_level[lvl].values())
                                 for lvl in levels}}
+    result["threads"] = {lvl: {s: point_threads(r) for s, r in by_level[lvl].items()}
+                         for lvl in levels}
     if grid.factor:
         a, b = levels
-        result["difference"] = {arm: {k: paired_difference(arm_values(a, arm, k),
-                                                           arm_values(b, arm, k))
+        # CPU results depend on the thread count: a seed whose two points ran at different
+        # counts (a grid resumed with another --jobs) is not paired
+        unpaired = sorted(s for s in set(by_level[a]) & set(by_level[b])
+                          if point_threads(by_level[a][s]) != point_threads(by_level[b][s]))
+
+        def paired(level: str, arm: str, k: str) -> dict[int, float]:
+            return {s: v for s, v in arm_values(level, arm, k).items() if s not in unpaired}
+
+        result["unpaired_seeds"] = unpaired
+        result["difference"] = {arm: {k: paired_difference(paired(a, arm, k), paired(b, arm, k))
                                       for k in ACCURACY} for arm in ARMS}
         result["cost_ratio"] = {st: {k: ratio_of_means(cost_values(b, st, k), cost_values(a, st, k))
                                      for k in ("seconds_per_iter", "peak_memory_mib")}
@@ -249,9 +262,22 @@ def markdown(summary: dict, command: str) -> str:
                 cells.append(", ".join("-" if math.isnan(r[k]) else f"{r[k]:.2f}x"
                                        for k in ("seconds_per_iter", "peak_memory_mib")))
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-        lines += ["", COST_CAVEAT]
+        lines += ["", COST_CAVEAT, "", threads_note(cond)]
     lines += ["", "![paired contrasts with their intervals, and cost per level](compare.png)"]
     return "\n".join(lines) + "\n"
+
+
+def threads_note(cond: dict) -> str:
+    """The thread counts the condition's points ran at, and the seeds left unpaired for it."""
+    counts = sorted({t for per in cond["threads"].values() for t in per.values()},
+                    key=lambda t: (t is None, t or 0))
+    note = ("Threads per point (`runtime.num_threads`): "
+            + ", ".join("not recorded" if t is None else str(t) for t in counts) + ".")
+    if cond.get("unpaired_seeds"):
+        note += (" Not paired (the two points of the seed ran at different thread counts, so "
+                 "their results differ by more than the factor): seeds "
+                 + ", ".join(map(str, cond["unpaired_seeds"])) + ".")
+    return note
 
 
 def _contrast_panel(ax, rows: list[tuple[str, dict]], key: str) -> None:

@@ -70,7 +70,10 @@ def log_comparison(summary: dict, names: list[str], out: Path, tracking: Trackin
             "compare.parent_runs": " ".join(parents.get(n, "") for n in names).strip(),
             "mlflow.note.content": note}
     params = {"compare.factor": factor, "compare.levels": ",".join(summary["levels"]),
-              "compare.seeds": ",".join(map(str, summary["seeds"]))}
+              "compare.seeds": ",".join(map(str, summary["seeds"])),
+              "compare.num_threads": ",".join(sorted({
+                  str(t) for c in summary["conditions"] for per in c.get("threads", {}).values()
+                  for t in per.values()}))}
     run_id = start_run(client, session.experiment_id, RunSpec(
         f"compare {factor} over seeds {','.join(map(str, summary['seeds']))}", "compare",
         tags, params))
