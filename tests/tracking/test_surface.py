@@ -4,6 +4,7 @@ through the tracking agent, and a no-op on the run of a stage that records nothi
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import threading
 from multiprocessing import Pipe
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import metafgnet.tracking as tracking_pkg
 from metafgnet.params import TrackingParams, parse_params
 from metafgnet.tracking import TrackingError, runs, stage_run
 from metafgnet.tracking.agent import RemoteRecorder, serve_stage
@@ -93,3 +95,28 @@ def test_the_agent_answers_no_call_the_recorder_does_not_declare():
     assert remote.pid() > 0  # the agent's own call
     remote.close()
     thread.join(10)
+
+
+def test_the_runs_table_view_is_installed_through_the_stage_run(client, tracking):
+    """The report stage's call (no StageRun method written for it): the view names the arms it
+    is given, on the run's experiment."""
+    from metafgnet.tracking.views import COMPARE_VIEW, TAG_PREFIX, view_tags
+
+    with stage_run("report", PARAMS, [], tracking) as run:
+        run.set_experiment_tags(view_tags(("alpha", "beta")))
+        experiment_id = run.experiment_id
+    view = client.get_experiment(experiment_id).tags[TAG_PREFIX + COMPARE_VIEW]
+    assert "metrics.`test_top1/alpha`" in view and "metrics.`test_top1/beta`" in view
+
+
+def test_tracking_imports_neither_the_data_nor_the_evaluation_code():
+    """What tracking needs of them (manifest paths, arms) is passed in by its callers: no
+    import of theirs anywhere in its modules, at the top or inside a function."""
+    found = []
+    for path in sorted(Path(tracking_pkg.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names
+                      if n.startswith(("metafgnet.data", "metafgnet.evaluation"))]
+    assert not found

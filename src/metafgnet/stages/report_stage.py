@@ -9,6 +9,7 @@ from metafgnet.io import read_json
 from metafgnet.reporting.report import build_report
 from metafgnet.reporting.summary import headline
 from metafgnet.stages.context import StageContext
+from metafgnet.tracking.views import view_tags
 
 # Every stage of dvc.yaml but the opt-in `tune`, in pipeline order (a test holds it to dvc.yaml).
 PIPELINE_STAGES = ("prepare", "pretrain", "meta_train", "select", "meta_train_selected", "joint",
@@ -27,4 +28,5 @@ def run_report(ctx: StageContext, results: Path, models: Path, metrics: Path, le
     values, tags = headline(metrics, read_json(results / "evaluate" / "best.json"))
     ctx.run.log_metrics(values, step=0)
     ctx.run.summarise_execution(values, tags, PIPELINE_STAGES)
+    ctx.run.set_experiment_tags(view_tags(ARMS))  # the runs-table view comparing executions
     return values

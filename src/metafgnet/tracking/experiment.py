@@ -23,15 +23,14 @@ from pathlib import Path
 from metafgnet.io import file_lock
 from metafgnet.params import TrackingParams
 from metafgnet.tracking import uri as uri_mod
-from metafgnet.tracking.views import view_tags
 
 log = logging.getLogger(__name__)
 
 def _experiment_tags() -> dict[str, str]:
     """Marks a model-training experiment (the MLflow 3 UI then opens on its runs, not on GenAI
-    traces) and installs the runs-table view that compares executions
-    (:mod:`metafgnet.tracking.views`)."""
-    return {"mlflow.experimentKind": "custom_model_development", **view_tags()}
+    traces). The runs-table view that compares executions (:mod:`metafgnet.tracking.views`) is
+    installed by the report stage, which knows the arms."""
+    return {"mlflow.experimentKind": "custom_model_development"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -242,6 +242,11 @@ class Recorder:
                        "registry.note": decision.describe(SCORE_METRIC)})
         return ref
 
+    def set_experiment_tags(self, tags: dict[str, str]) -> None:
+        """Tags of the run's experiment (the runs-table view of :mod:`metafgnet.tracking.views`)."""
+        for key, value in tags.items():
+            self._client.set_experiment_tag(self._session.experiment_id, key, value)
+
     def _use_as_default(self) -> None:
         """Make this run's store MLflow's default (model logging and the registry use it)."""
         import mlflow

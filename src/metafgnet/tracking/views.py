@@ -11,37 +11,36 @@ meta-training cost.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 COMPARE_VIEW = "compare"
 TAG_PREFIX = "mlflow.sharedViewState."
 PARAMS = ("meta.order", "seed")
 
 
-def view_metrics() -> tuple[str, ...]:
-    """The view's metric columns: few enough to be drawn at once (the table draws only the
-    columns in view; metrics come first, alphabetically, then params); any other column is one
-    click away under "Columns"."""
-    # imported here: a stage that opens a run must not depend on the evaluation code for a name
-    from metafgnet.evaluation.arms import ARMS
-
-    return (*(f"test_top1/{arm}" for arm in ARMS), "cost/meta_train/seconds_per_iter",
+def view_metrics(arms: Sequence[str]) -> tuple[str, ...]:
+    """The view's metric columns for ``arms``: few enough to be drawn at once (the table draws
+    only the columns in view; metrics come first, alphabetically, then params); any other
+    column is one click away under "Columns"."""
+    return (*(f"test_top1/{arm}" for arm in arms), "cost/meta_train/seconds_per_iter",
             "cost/meta_train/peak_memory_mib")
 
 
-def compare_view_state() -> str:
+def compare_view_state(arms: Sequence[str]) -> str:
     """The view's state, as the UI stores it (JSON; keys of the runs page's search and UI
     state, columns as ``params.`<key>``` / ``metrics.`<key>```)."""
     return json.dumps({
         "searchFilter": "tags.`metafgnet.role` = 'pipeline'",
         "orderByKey": "attributes.start_time", "orderByAsc": False,
         "selectedColumns": [*(f"params.`{p}`" for p in PARAMS),
-                            *(f"metrics.`{m}`" for m in view_metrics())],
+                            *(f"metrics.`{m}`" for m in view_metrics(arms))],
     })
 
 
-def view_tags() -> dict[str, str]:
-    """Experiment tags that install the view."""
-    return {TAG_PREFIX + COMPARE_VIEW: compare_view_state()}
+def view_tags(arms: Sequence[str]) -> dict[str, str]:
+    """Experiment tags that install the view of ``arms`` (set by the report stage:
+    ``StageRun.set_experiment_tags``)."""
+    return {TAG_PREFIX + COMPARE_VIEW: compare_view_state(arms)}
 
 
 # The UI has two modes, GenAI (its default: an experiment opens on a traces overview) and model
