@@ -21,9 +21,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The execution is saved as a DVC experiment named after the commit (run-<commit>): the baseline
+# docs/comparing.md compares against, whose outputs are in this machine's DVC cache.
 run: setup
 	$(BIN)/metafgnet check
 	$(BIN)/dvc repro
+	$(BIN)/dvc exp save -f -n run-$$(git rev-parse --short HEAD)
 
 # branch coverage of the library, measured in the test process (docs/testing.md)
 COV := --cov=src/metafgnet --cov-branch --cov-report=term:skip-covered

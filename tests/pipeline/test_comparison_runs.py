@@ -16,24 +16,15 @@ pytestmark = pytest.mark.slow
 
 
 def _exp_metrics(repo, env, name: str) -> dict:
-    """The metrics files of the DVC experiment ``name`` (or the baseline commit)."""
-    from support.repo import run
+    """The metrics files of the DVC experiment ``name`` (the baseline: the one ``make run``
+    saved)."""
+    from support.repo import exp_ref, run
 
-    rev = "HEAD" if name == "baseline" else name
     out = {}
     for file in ("evaluate", "select", *META_STAGES):
-        text = run(["git", "show", f"{_rev(repo, env, rev)}:metrics/{file}.json"], repo, env)
+        text = run(["git", "show", f"{exp_ref(repo, env, name)}:metrics/{file}.json"], repo, env)
         out[file] = json.loads(text.stdout)
     return out
-
-
-def _rev(repo, env, name: str) -> str:
-    from support.repo import run
-
-    if name == "HEAD":
-        return "HEAD"
-    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).stdout
-    return next(r for r in refs.split() if r.endswith("/" + name))
 
 
 def _parents(env) -> dict[str, object]:
@@ -53,7 +44,7 @@ def test_parent_runs_carry_the_headline_of_their_pipeline_state(two_executions):
     repo, env, _ = two_executions
     parents = _parents(env)
     for name, parent in parents.items():
-        files = _exp_metrics(repo, env, name)
+        files = _exp_metrics(repo, env, two_executions.baseline if name == "baseline" else name)
         m = parent.data.metrics
         for arm in ARMS:
             for key in ("val_top1", "test_top1", "test_mean_class_acc"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,3 +75,37 @@ def copy_repo(src: Path, dest: Path, env: dict) -> tuple[Path, dict]:
     skip = src / ".dvc" / "tmp"
     shutil.copytree(src, dest, ignore=lambda d, names: names if Path(d) == skip else [])
     return dest, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"}
+
+
+def make_run_commands(makefile: Path = ROOT / "Makefile") -> list[str]:
+    """The DVC commands of the Makefile's ``run`` recipe, as the shell runs them (``$(BIN)/``
+    dropped: a test repository's PATH has the virtualenv's bin first; ``$$`` is make's ``$``).
+    Its ``metafgnet check`` also runs before the first stage of every execution."""
+    lines = makefile.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("run:"))
+    recipe = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    commands = [c.replace("$(BIN)/", "").replace("$$", "$") for c in recipe
+                if c.startswith("$(BIN)/dvc ")]
+    assert commands and commands[0] == "dvc repro", f"unexpected `make run` recipe: {recipe}"
+    return commands
+
+
+def make_run(repo: Path, env: dict) -> tuple[str, subprocess.CompletedProcess]:
+    """``make run`` in a test repository: ``dvc repro``, then the execution saved as a DVC
+    experiment. Returns the experiment's name and the output of ``dvc repro``."""
+    results = [run(["bash", "-c", command], repo, env) for command in make_run_commands()]
+    saved = re.search(r"saved as: (\S+)", results[-1].stdout + results[-1].stderr)
+    assert saved, f"`make run` saved no experiment: {results[-1].stdout}{results[-1].stderr}"
+    return saved.group(1), results[0]
+
+
+def exp_ref(repo: Path, env: dict, name: str) -> str:
+    """The git ref (``refs/exps/...``) of the DVC experiment ``name``."""
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).stdout
+    found = [r for r in refs.split() if r.endswith("/" + name)]
+    assert len(found) == 1, f"experiment {name!r}: refs {found}"
+    return found[0]

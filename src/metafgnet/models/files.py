@@ -6,9 +6,9 @@ Every file carries the state dict, the head sizes, the resolved params, the stag
 digests of its inputs and ``provenance``: one sha256 over what made it (stage, architecture,
 params, inputs; :func:`provenance_digest`). Nothing else: no commit, dirty flag, version, time,
 host or path, so a file's bytes depend only on its inputs and the same inputs give the same file
-on every commit (DVC then reuses every stage below one that reproduced its output). The commit,
-dirty flag and host of the run that made a file are tags of its MLflow run
-(:mod:`metafgnet.tracking.run_tags`). Writes are atomic.
+on every commit (DVC then reuses every stage below one that reproduced its output). The commit
+and dirty flag of the run that made a file are tags of its MLflow run (``git.commit``,
+``git.dirty``: :mod:`metafgnet.tracking.run_tags`). Writes are atomic.
 """
 
 from __future__ import annotations
