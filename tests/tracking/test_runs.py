@@ -13,8 +13,9 @@ import pytest
 from metafgnet.params import TrackingParams, parse_params
 from metafgnet.tracking import StageRun, TrackingError, is_training_stage, stage_run
 from metafgnet.tracking.experiment import open_session
-from metafgnet.tracking.parent import find_or_create_parent, parent_spec
+from metafgnet.tracking.parent import find_or_create_parent, parent_name
 from metafgnet.tracking.run_tags import all_params, provenance_tags
+from metafgnet.tracking.writer import RunSpec
 
 PARAMS = parse_params({"seed": 7, "meta": {"order": "first", "inner_lr": 0.05}})
 
@@ -100,7 +101,8 @@ def test_concurrent_first_stages_agree_on_one_parent(sqlite_uri, client, trackin
 
     def create():
         barrier.wait()
-        found.append(find_or_create_parent(session, parent_spec(tags, all_params(PARAMS))))
+        found.append(find_or_create_parent(
+            session, RunSpec(parent_name(tags), "pipeline", tags, all_params(PARAMS))))
 
     threads = [threading.Thread(target=create) for _ in range(2)]
     for t in threads:

@@ -16,7 +16,6 @@ import metafgnet.tracking as tracking_pkg
 from metafgnet.params import TrackingParams, parse_params
 from metafgnet.tracking import TrackingError, runs, stage_run
 from metafgnet.tracking.agent import RemoteRecorder, serve_stage
-from metafgnet.tracking.null import NullRecorder
 from metafgnet.tracking.recorder import Recorder, operations
 
 PARAMS = parse_params({"seed": 3})
@@ -77,9 +76,9 @@ def test_only_the_recorder_s_operations_are_calls(monkeypatch):
         with pytest.raises(AttributeError):
             getattr(run, name)
     with pytest.raises(AttributeError):
-        NullRecorder().note  # noqa: B018
+        runs.NullRecorder().note  # noqa: B018
     monkeypatch.setattr(Recorder, "note", _note, raising=False)
-    assert NullRecorder().note("x") is None
+    assert runs.NullRecorder().note("x") is None
     assert "abandon" not in operations() and "_end" not in operations()
 
 

@@ -18,7 +18,10 @@ A stage script (one process of ``dvc repro`` / ``dvc exp run``)::
 Where runs go: :mod:`.uri`; which processes share a parent run: :mod:`.execution`; parent and
 child runs, failures: :mod:`.parent`, :mod:`.runs`; tag keys, provenance tags and flattened
 params: :mod:`.run_tags`; every MLflow call of a stage run: :mod:`.recorder`, made by the execution's tracking agent
-(:mod:`.agent`) or, with ``tracking.agent: false``, by the stage process; models, their metrics
+(:mod:`.agent`) or, with ``tracking.agent: false``, by the stage process (a new kind of call is a
+public method of ``Recorder`` with plain-data arguments: the agent dispatches it and the stage's
+run, :class:`.runs.StageRun`, forwards it, a no-op when nothing is recorded); how every run is
+created and ended: :mod:`.writer`; models, their metrics
 and the registry's champion rule: :mod:`.models`; dataset inputs: :mod:`.datasets`; offline
 mode: :mod:`.experiment`.
 

@@ -285,11 +285,6 @@ def connect_agent(uri: str, execution: str) -> tuple[Connection, Path]:
             time.sleep(0.02)
 
 
-def _dispatched(op: str) -> bool:
-    """The calls the agent answers: the Recorder's operations, and ``pid`` (its own)."""
-    return op == "pid" or op in operations()
-
-
 class RemoteRecorder:
     """A :class:`~metafgnet.tracking.recorder.Recorder` living in the execution's agent: the
     same methods with the same arguments, each one a round trip over the agent's socket."""
@@ -302,7 +297,7 @@ class RemoteRecorder:
         self._lock = threading.Lock()
 
     def __getattr__(self, op: str):
-        if not _dispatched(op):
+        if op not in operations():
             raise AttributeError(op)
         return lambda *args, **kwargs: self._call(op, args, kwargs)
 
@@ -432,11 +427,11 @@ def serve_stage(conn: Connection) -> None:
             op = "a call"  # until the message is read
             try:
                 op, args, kwargs = _loads(raw)
-                if not _dispatched(op):
+                if op not in operations():
                     raise ValueError(f"unknown tracking call {op!r}")
                 if op in ("log_model", "register_model"):
                     _MODELS_READY.wait()
-                result = os.getpid() if op == "pid" else getattr(recorder, op)(*args, **kwargs)
+                result = getattr(recorder, op)(*args, **kwargs)
                 reply = ("ok", result)
             except Exception as exc:
                 _TROUBLE.set()

@@ -26,11 +26,9 @@ from metafgnet.tracking import uri as uri_mod
 
 log = logging.getLogger(__name__)
 
-def _experiment_tags() -> dict[str, str]:
-    """Marks a model-training experiment (the MLflow 3 UI then opens on its runs, not on GenAI
-    traces). The runs-table view that compares executions (:mod:`metafgnet.tracking.views`) is
-    installed by the report stage, which knows the arms."""
-    return {"mlflow.experimentKind": "custom_model_development"}
+# A model-training experiment: the MLflow 3 UI opens on its runs, not on GenAI traces. (The
+# runs-table view comparing executions, metafgnet.tracking.views, is set by the report stage.)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +62,7 @@ def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
     if exp is None:
         try:
             return client.create_experiment(
-                name, artifact_location=artifact_location, tags=_experiment_tags())
+                name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -76,7 +74,7 @@ def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
             f"MLflow experiment {name!r} is deleted; restore it (`mlflow experiments restore "
             f"--experiment-id {exp.experiment_id}`) or set another `tracking.experiment`."
         )
-    for key, value in _experiment_tags().items():
+    for key, value in EXPERIMENT_TAGS.items():
         if exp.tags.get(key) != value:  # an experiment made before this version, or by hand
             client.set_experiment_tag(exp.experiment_id, key, value)
     if artifact_location and exp.artifact_location != artifact_location:

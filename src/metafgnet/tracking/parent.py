@@ -31,11 +31,6 @@ def _search(client, experiment_id: str, execution: str) -> list:
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
-def parent_spec(tags: dict[str, str], params: dict[str, str]) -> RunSpec:
-    """The parent run of the execution ``tags`` name (role ``pipeline``), with ``params``."""
-    return RunSpec(parent_name(tags), "pipeline", tags, params)
-
-
 def parent_name(tags: dict[str, str]) -> str:
     """The DVC experiment's name (else ``<git rev>-<YYYYmmdd-HHMMSS>``), then what differs
     from the baseline commit: ``first-order meta.order=first``; ``... baseline`` when
@@ -54,22 +49,18 @@ def find_or_create_parent(session, spec: RunSpec) -> str:
     ``SETTLE_S`` for the other's run to become visible, then all keep the earliest parent and
     the others delete theirs.
     """
-    with store_lock(session.uri, "parent"):
-        return _find_or_create(session, spec)
-
-
-def _find_or_create(session, spec: RunSpec) -> str:
     client, execution = session.client, spec.tags[run_tags.EXECUTION]
-    found = _search(client, session.experiment_id, execution)
-    if found:
-        return found[0].info.run_id
-    mine = start_run(client, session.experiment_id, spec)
-    if is_remote(session.uri):
-        time.sleep(SETTLE_S)
-    winner = _search(client, session.experiment_id, execution)[0].info.run_id
-    if winner != mine:
-        client.delete_run(mine)
-    return winner
+    with store_lock(session.uri, "parent"):
+        found = _search(client, session.experiment_id, execution)
+        if found:
+            return found[0].info.run_id
+        mine = start_run(client, session.experiment_id, spec)
+        if is_remote(session.uri):
+            time.sleep(SETTLE_S)
+        winner = _search(client, session.experiment_id, execution)[0].info.run_id
+        if winner != mine:
+            client.delete_run(mine)
+        return winner
 
 
 def mark_parent(client, parent_id: str, status: str) -> None:

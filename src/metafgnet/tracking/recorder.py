@@ -169,15 +169,20 @@ class Recorder:
         self._client.log_batch(self._run_id, metrics=[
             Metric(key=k, value=v, timestamp=ts, step=step) for k, v, ts, step in values])
 
-    def log_params(self, params: dict[str, str]) -> None:
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Extra params (derived values, as text without URL user information); a key already
+        logged must keep its value."""
         from mlflow.entities import Param
 
-        self._client.log_batch(self._run_id, params=[Param(k, v) for k, v in params.items()])
+        self._client.log_batch(self._run_id, params=[
+            Param(str(k), run_tags.param_value(v)) for k, v in params.items()])
 
-    def set_tags(self, tags: dict[str, str]) -> None:
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Tags (values as text, any URL in them without its user information)."""
         from mlflow.entities import RunTag
 
-        self._client.log_batch(self._run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self._client.log_batch(self._run_id, tags=[
+            RunTag(str(k), redact_text(str(v))) for k, v in tags.items()])
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         self._client.log_artifact(self._run_id, path, artifact_path)
@@ -257,6 +262,10 @@ class Recorder:
         # MLflow 3 creates a logged model in the *default* experiment whatever run_id says:
         # without this it lands in experiment 0, under a relative ./mlruns of the cwd
         os.environ["MLFLOW_EXPERIMENT_ID"] = session.experiment_id
+
+    def pid(self) -> int:
+        """The process writing the records: the tracking agent, or the stage itself."""
+        return os.getpid()
 
     def summarise_execution(self, metrics: dict[str, float], tags: dict[str, str],
                             stages: list[str]) -> dict[str, list[str]]:

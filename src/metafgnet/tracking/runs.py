@@ -1,12 +1,6 @@
 """One child run per stage that actually runs, under its execution's parent run.
 
-A stage script wraps its work in :func:`stage_run`::
-
-    with stage_run("meta_train", params, ["data", "model", "meta"], data_digest=digest) as run:
-        for step in ...:
-            run.log_metrics({"loss": loss}, step=step)   # buffered, sent every few seconds
-        info = run.log_model(model, "model", input_example=images, metrics={"val_top1": 0.8})
-
+A stage script wraps its work in :func:`stage_run` (example: :mod:`metafgnet.tracking`).
 Entering checks the tracking location at once (an unreachable server fails the stage before any
 work) and then opens the runs *in the background*, through a
 :class:`~metafgnet.tracking.recorder.Recorder`: by default the one of the execution's tracking
@@ -34,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import numbers
-import os
 import threading
 import time
 import traceback
@@ -42,7 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from metafgnet.credentials import auth_hint, redact_text, redact_url
+from metafgnet.credentials import auth_hint, redact_url
 from metafgnet.params import Params, TrackingParams
 from metafgnet.provenance import repo_root
 from metafgnet.tracking import run_tags
@@ -50,8 +43,7 @@ from metafgnet.tracking.buffer import MetricBuffer
 from metafgnet.tracking.datasets import metric_dataset, prepared_datasets
 from metafgnet.tracking.experiment import resolve_target
 from metafgnet.tracking.models import DEFAULT_ALIAS, check_alias
-from metafgnet.tracking.null import NullRecorder
-from metafgnet.tracking.parent import parent_spec
+from metafgnet.tracking.parent import parent_name
 from metafgnet.tracking.recorder import LIFECYCLE, Opened, Recorder, StageSpec, operations
 from metafgnet.tracking.uri import TrackingError
 from metafgnet.tracking.writer import RunSpec
@@ -75,14 +67,19 @@ def _recorder(tracking: TrackingParams, uri: str, execution: str):
     return Recorder()
 
 
-class StageRun:
-    """The child run of one stage, as yielded by :func:`stage_run`.
+class NullRecorder:
+    """Every Recorder operation, doing nothing and returning None (:meth:`StageRun.null`)."""
 
-    Every :class:`~metafgnet.tracking.recorder.Recorder` operation outside its
-    :data:`~metafgnet.tracking.recorder.LIFECYCLE` is a method of this run too (forwarded once
-    the run is open); the methods written here add what the stage side knows (buffering, paths,
-    redaction, the datasets it logged). :meth:`null` is the same run over a recorder that
-    records nothing."""
+    def __getattr__(self, op: str):
+        if op not in operations():
+            raise AttributeError(op)
+        return lambda *args, **kwargs: None
+
+
+class StageRun:
+    """The child run of one stage, as yielded by :func:`stage_run`. Every Recorder operation
+    outside :data:`~metafgnet.tracking.recorder.LIFECYCLE` is a method of it (:meth:`__getattr__`);
+    those written here add what the stage side knows (buffer, paths, the datasets it logged)."""
 
     enabled = True
 
@@ -169,26 +166,18 @@ class StageRun:
                 + (f"\nFix: {hint}." if hint else "")) from self._open_error
         return self._recorder
 
-    @property
-    def run_id(self) -> str:
+    def _ids(self) -> Opened:
         self._ready()
-        return self._opened.run_id
+        return self._opened
 
-    @property
-    def parent_run_id(self) -> str:
-        self._ready()
-        return self._opened.parent_id
-
-    @property
-    def experiment_id(self) -> str:
-        self._ready()
-        return self._opened.experiment_id
+    run_id = property(lambda self: self._ids().run_id, doc="the child run (waits for it)")
+    parent_run_id = property(lambda self: self._ids().parent_id, doc="the execution's parent")
+    experiment_id = property(lambda self: self._ids().experiment_id)
 
     @property
     def recorder_pid(self) -> int:
         """Pid of the process writing this run's records: the tracking agent, or this one."""
-        recorder = self._ready()
-        return recorder.pid() if self._tracking.agent else os.getpid()
+        return self._ready().pid()
 
     # -- logging ---------------------------------------------------------------------------
 
@@ -201,14 +190,6 @@ class StageRun:
             self._ready()  # raises: tracking is broken, stop the stage now
         self._last_step = max(self._last_step, 0 if step is None else int(step))
         self._buffer.add(metrics, step)
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        """Extra params (derived values); a key already logged must keep its value."""
-        self._ready().log_params({str(k): run_tags.param_value(v) for k, v in params.items()})
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Tags (values as text, any URL in them without its user information)."""
-        self._ready().set_tags({str(k): redact_text(str(v)) for k, v in tags.items()})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._ready().log_artifact(str(Path(path).resolve()), artifact_path)
@@ -382,7 +363,8 @@ def stage_run(
     spec = StageSpec(target, tracking, str(root),
                      RunSpec(stage, "stage", {**tags, run_tags.STAGE: stage}, child_params,
                              source=run_tags.source_tags()),
-                     parent_spec(tags, run_tags.all_params(params)), log_system)
+                     RunSpec(parent_name(tags), "pipeline", tags, run_tags.all_params(params)),
+                     log_system)
     run = StageRun(spec, tracking)
     try:
         yield run

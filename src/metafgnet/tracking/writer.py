@@ -1,14 +1,7 @@
-"""The one way an MLflow run of this package is created and ended.
-
-Every run (a stage's child run, an execution's parent, a study's parent and its trials, a
-comparison) is described by one frozen :class:`RunSpec` and made by :func:`start_run`, which
-adds the role tag (``metafgnet.role``), the parent link, the git commit as MLflow's own source
-commit, and logs the params; :func:`end_run` records an error (cut to :data:`ERROR_CHARS`) and
-ends the run with one of :data:`STATUSES`. Every param value, tag and error text leaves out the
-user information of URLs (:mod:`metafgnet.credentials`).
-
-Takes an ``mlflow.MlflowClient``; importing this module does not import MLflow.
-"""
+"""The one way an MLflow run of this package is created and ended: a stage's child run, an
+execution's parent, a study's parent and its trials, a comparison. Every param value, tag and
+error text leaves out the user information of URLs (:mod:`metafgnet.credentials`). Takes an
+``mlflow.MlflowClient``; importing this module does not import MLflow."""
 
 from __future__ import annotations
 
@@ -25,12 +18,9 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")  # how a run ends
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """What one run is: its name, role, tags and params.
-
-    ``parent_id``: the run it is nested under. ``source``: the creating process's MLflow source
-    tags (:func:`metafgnet.tracking.run_tags.source_tags`); when given, MLflow's context tags
-    are resolved around them (a stage's child run), else the run carries only ``tags``.
-    """
+    """What one run is. ``parent_id``: the run it is nested under. ``source``: the creating
+    process's MLflow source tags (:func:`metafgnet.tracking.run_tags.source_tags`); when given,
+    MLflow's context tags are resolved around them, else the run carries only ``tags``."""
 
     name: str
     role: str
@@ -46,7 +36,9 @@ def error_text(text: str) -> str:
 
 
 def start_run(client, experiment_id: str, spec: RunSpec) -> str:
-    """Create the run ``spec`` describes (RUNNING) and log its params; returns its id."""
+    """Create the run ``spec`` describes (RUNNING): its tags with the role
+    (``metafgnet.role``), the parent link and the git commit as MLflow's source commit, and its
+    params. Returns its id."""
     from mlflow.entities import Param
 
     tags = {**(spec.source or {}), **{k: redact_text(str(v)) for k, v in spec.tags.items()},
