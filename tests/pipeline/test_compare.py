@@ -65,7 +65,7 @@ def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
         assert (repo / "results" / "compare" / "failed" / f"{killed}.log").is_file()
         # no row of the killed point carrying the baseline's metrics under its name
         assert killed not in _shown(repo, env)
-        resumed = run([*COMPARE, "--seeds", "0", "1"], repo, env)
+        resumed = run([*COMPARE[:-2], "--jobs", "1", "--seeds", "0", "1"], repo, env)
         assert "4 grid points, 3 already done, 1 to run" in resumed.stdout
     finally:
         run([sys.executable, "-m", "dvc", "queue", "stop"], repo, env, check=False)
