@@ -39,7 +39,7 @@ STAGE = textwrap.dedent("""\
     with stage_run(stage, params, ["meta"], tracking) as run:
         for step in range(30):
             run.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
-        result.update(run_id=run.run_id, parent=run.parent_run_id, agent_pid=run.recorder_pid)
+        result.update(run_id=run.run_id, parent=run.parent_run_id, agent_pid=run.pid())
         if action == "model":
             torch.manual_seed(0)
             model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),

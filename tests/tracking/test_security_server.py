@@ -40,7 +40,7 @@ STAGE = textwrap.dedent("""\
         with stage_run("evaluate", params, [], TrackingParams(experiment="secured",
                        system_metrics=False), lineage=True) as run:
             run.log_metrics({"top1": 0.5}, step=0)
-            print(run.run_id, run.experiment_id, run.recorder_pid, os.getpid())
+            print(run.run_id, run.experiment_id, run.pid(), os.getpid())
     except UserError as exc:
         fail("evaluate", exc)
     """)

@@ -10,12 +10,6 @@ calls wait for the run. The child run is named after the stage and carries the p
 the stage reads (dotted keys), ``seed`` and the provenance tags of
 :mod:`metafgnet.tracking.run_tags`; see :mod:`metafgnet.tracking.parent` for the parent.
 
-The prepared data a stage reads is logged as the run's dataset inputs
-(:meth:`StageRun.log_datasets`, :mod:`metafgnet.tracking.datasets`); a logged model can carry
-the metrics measured on it (``log_model(..., metrics=...)``), and
-:meth:`StageRun.register_model` applies the champion rule of
-:func:`metafgnet.tracking.models.register_model`.
-
 A stage that raises ends its child run FAILED (KILLED on Ctrl-C or SIGTERM) with the error as the ``error``
 tag and ``error/traceback.txt``, and marks the parent FAILED with ``failed_stage``.
 
@@ -173,11 +167,6 @@ class StageRun:
     run_id = property(lambda self: self._ids().run_id, doc="the child run (waits for it)")
     parent_run_id = property(lambda self: self._ids().parent_id, doc="the execution's parent")
     experiment_id = property(lambda self: self._ids().experiment_id)
-
-    @property
-    def recorder_pid(self) -> int:
-        """Pid of the process writing this run's records: the tracking agent, or this one."""
-        return self._ready().pid()
 
     # -- logging ---------------------------------------------------------------------------
 

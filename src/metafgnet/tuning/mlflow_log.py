@@ -17,6 +17,7 @@ failed by the heartbeat later; :meth:`TrialLogger.sync_failed` then closes its c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -86,13 +87,10 @@ class TrialLogger:
 
     def __init__(self, ref: TrackerRef | None):
         self.ref = ref
-        self._client_obj = None
 
-    @property
+    @functools.cached_property
     def _client(self):
-        if self._client_obj is None:
-            self._client_obj = _client(self.ref.uri)
-        return self._client_obj
+        return _client(self.ref.uri)
 
     def start(self, trial: Any, values: Mapping[str, Any], worker: int) -> str | None:
         """Open the child run of ``trial`` and remember its id in the trial's user attrs."""
