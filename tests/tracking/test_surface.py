@@ -82,6 +82,16 @@ def test_only_the_recorder_s_operations_are_calls(monkeypatch):
     assert "abandon" not in operations() and "_end" not in operations()
 
 
+def test_a_null_run_does_not_read_metric_values():
+    """float() of a CUDA tensor synchronises the device: a rank that records nothing skips it."""
+
+    class Unread:
+        def __float__(self):
+            raise AssertionError("read by a run that records nothing")
+
+    runs.StageRun.null("meta_train").log_metrics({"loss": Unread()}, step=1)
+
+
 def test_the_agent_answers_no_call_the_recorder_does_not_declare():
     stage_end, agent_end = Pipe()
     thread = threading.Thread(target=serve_stage, args=(agent_end,), daemon=True)

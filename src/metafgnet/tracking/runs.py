@@ -173,8 +173,11 @@ class StageRun:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Record scalar metrics at ``step``; batched, so calling it every few steps is cheap.
 
-        Each value goes through ``float()``: on a CUDA tensor that synchronises the device.
+        Each value goes through ``float()``: on a CUDA tensor that synchronises the device (not
+        on a run that records nothing: :meth:`null`, e.g. a rank other than the main one).
         """
+        if not self.enabled:
+            return
         if self._open_error is not None:
             self._ready()  # raises: tracking is broken, stop the stage now
         self._last_step = max(self._last_step, 0 if step is None else int(step))
