@@ -201,6 +201,7 @@ class SelectParams:
     threshold: float = 0.0
     topk: PosInt = 1000
     batch_size: PosInt = 256
+    random_seed: NonNegInt = 0  # draws the control arm's random subset (selection.subsets)
 
 
 @_section

@@ -121,7 +121,8 @@ def _record(values: dict[str, float], jobs: int | None, s_per_iter: float = 1.0)
 def test_arm_contrasts_are_paired_within_each_execution():
     grid = Grid("meta.order", ("first", "second"), seeds=(0, 1, 2))
     value = {"finetune": [0.40, 0.50, 0.45], "joint": [0.42, 0.47, 0.50],
-             "metafgnet": [0.44, 0.55, 0.46], "metafgnet_selected": [0.50, 0.56, 0.52]}
+             "metafgnet": [0.44, 0.55, 0.46], "metafgnet_selected": [0.50, 0.56, 0.52],
+             "metafgnet_random": [0.47, 0.53, 0.52]}
     records = {p.name: _record({arm: v[int(p.value("seed"))] + (0.01 if p.value("meta.order")
                                                                   == "second" else 0)
                                 for arm, v in value.items()}, jobs=1)
@@ -138,7 +139,12 @@ def test_arm_contrasts_are_paired_within_each_execution():
     labels = [label for label, _ in contrast_rows(cond, "meta.order", ["first", "second"])]
     assert labels[:2] == ["metafgnet: meta.order second − first",
                           "metafgnet_selected: meta.order second − first"]
-    assert "metafgnet − finetune (meta.order=second)" in labels and len(labels) == 8
+    assert "metafgnet − finetune (meta.order=second)" in labels and len(labels) == 11
+    # the selection criterion's own effect: selected against a random subset of its size
+    assert "metafgnet_selected − metafgnet_random (meta.order=first)" in labels
+    criterion = cond["contrasts"]["first"]["metafgnet_selected-metafgnet_random"]["test_top1"]
+    assert criterion["mean"] == pytest.approx((0.03 + 0.03 + 0.00) / 3)
+    assert criterion["ahead"] == pytest.approx(2 / 3)
     logged = _metrics(summarise(grid, records))     # what the MLflow run of the comparison gets
     assert logged["contrast_diff/second/test_top1/metafgnet-finetune"] == pytest.approx(
         cond["contrasts"]["second"]["metafgnet-finetune"]["test_top1"]["mean"])

@@ -3,6 +3,7 @@ repeatability across two clones and `dvc exp run -S meta.order=first`."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from support.repo import copy_repo, run
 
 pytestmark = pytest.mark.slow
 
-ARMS = ("finetune", "joint", "metafgnet", "metafgnet_selected")
+ARMS = ("finetune", "joint", "metafgnet", "metafgnet_selected", "metafgnet_random")
 
 
 def _stages(repo: Path, env: dict) -> dict[str, dict]:
@@ -60,10 +61,29 @@ def test_pipeline_produces_metrics_and_report(tiny_pipeline):
     assert 0.0 <= select["selection_precision"] <= 1.0
     assert 0.0 < select["related_base_rate"] < 1.0
     assert 0.0 <= select["roc_auc"] <= 1.0 and 0.0 <= select["precision_at_related"] <= 1.0
-    for stage in ("meta_train", "meta_train_selected"):
+    for stage in ("meta_train", "meta_train_selected", "meta_train_random"):
         cost = json.loads((repo / f"metrics/{stage}.json").read_text())["cost"]
         assert cost["seconds_per_iter"] > 0 and cost["images_per_s"] > 0
         assert cost["peak_memory_mib"] >= 0 and cost["memory"] == "rss_growth"
+    # the control for selection: a random subset of the selected size (select.random_seed),
+    # in manifest order, with the selected arm's scaled schedule
+    from metafgnet.io import read_yaml
+    from metafgnet.selection import random_subset
+    from metafgnet.stages.training_stages import read_selection
+
+    with (repo / "results/select/scores.tsv").open() as fh:      # every auxiliary image, in order
+        auxiliary = [(row["path"], int(row["label"])) for row in csv.DictReader(fh, delimiter="\t")]
+    selected = [(r.path, r.label) for r in read_selection(repo / "results/select/selected.csv")]
+    control = [(r.path, r.label) for r in read_selection(repo / "models/meta_train_random/subset.csv")]
+    keep = random_subset(len(auxiliary), len(selected),
+                         read_yaml(repo / "params.yaml")["select"]["random_seed"])
+    assert control == [a for a, k in zip(auxiliary, keep.tolist(), strict=True) if k]
+    assert len(control) == len(selected) == select["selected_images"] < len(auxiliary)
+    assert control != selected
+    runs = {s: json.loads((repo / f"metrics/{s}.json").read_text())
+            for s in ("meta_train_selected", "meta_train_random")}
+    assert runs["meta_train_random"]["aux_images"] == runs["meta_train_selected"]["aux_images"]
+    assert runs["meta_train_random"]["iterations"] == runs["meta_train_selected"]["iterations"]
     report = (repo / "results/report/report.md").read_text()
     for arm in ARMS:
         assert arm in report
@@ -153,7 +173,8 @@ def test_exp_run_first_order_reruns_only_meta_training_and_downstream(two_execut
     repo, env, stdout = two_executions
     ran = {line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")}
     assert {"prepare", "pretrain", "joint", "finetune@finetune", "finetune@joint"}.isdisjoint(ran)
-    assert {"meta_train", "select", "meta_train_selected", "finetune@metafgnet", "evaluate"} <= ran
+    assert {"meta_train", "select", "meta_train_selected", "meta_train_random",
+            "finetune@metafgnet", "finetune@metafgnet_random", "evaluate"} <= ran
 
 
 def test_dvc_exp_show_and_metrics_diff_put_baseline_and_experiment_side_by_side(two_executions):
@@ -205,8 +226,9 @@ def test_tracking_database_holds_both_orders_after_repro_and_exp_run(two_executi
               for pid, kids in children.items()}
     full = next(pid for pid, s in stages.items() if "prepare" in s)
     first = next(pid for pid in stages if pid != full)
-    assert {"prepare", "pretrain", "meta_train", "select", "meta_train_selected", "joint",
-            *(f"finetune@{a}" for a in ARMS), "evaluate", "report"} <= stages[full]
+    assert {"prepare", "pretrain", "meta_train", "select", "meta_train_selected",
+            "meta_train_random", "joint", *(f"finetune@{a}" for a in ARMS), "evaluate",
+            "report"} <= stages[full]
     assert "prepare" not in stages[first] and "meta_train" in stages[first]
     orders = {pid: {r.data.params.get("meta.order") for r in kids if "meta.order" in r.data.params}
               for pid, kids in children.items()}

@@ -14,9 +14,10 @@ from metafgnet.presets import preset_names, resolve_preset
 from support.datasets import build_cub, build_dogs, build_folder
 from support.repo import make_repo, run
 
-STAGES = {"prepare", "pretrain", "meta_train", "select", "meta_train_selected", "joint",
-          "finetune@finetune", "finetune@joint", "finetune@metafgnet",
-          "finetune@metafgnet_selected", "evaluate", "report", "tune"}
+STAGES = {"prepare", "pretrain", "meta_train", "select", "meta_train_selected",
+          "meta_train_random", "joint", "finetune@finetune", "finetune@joint",
+          "finetune@metafgnet", "finetune@metafgnet_selected", "finetune@metafgnet_random",
+          "evaluate", "report", "tune"}
 
 
 def test_presets_are_shipped():
@@ -80,7 +81,8 @@ def test_cub_lbird_preset_runs_the_whole_pipeline_on_real_format_fixtures(tmp_pa
     assert names == STAGES
     run([sys.executable, "-m", "dvc", "repro"], repo, env)
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert set(metrics) == {"finetune", "joint", "metafgnet", "metafgnet_selected"}
+    assert set(metrics) == {"finetune", "joint", "metafgnet", "metafgnet_selected",
+                            "metafgnet_random"}
     select = json.loads((repo / "metrics/select.json").read_text())
     assert "selection_precision" not in select  # no related/unrelated truth for real data
     assert "roc_auc" not in select and 0.0 < select["selected_fraction"] <= 1.0

@@ -6,8 +6,9 @@ The contrasts, per condition, each on :data:`CONTRAST_METRICS`:
 
 - the compared factor, ``B − A`` of its two levels, per arm (``difference``);
 - the arm contrasts of :data:`ARM_CONTRASTS` within each execution, per level (``contrasts``):
-  meta-training against plain fine-tuning and against joint training, and the selected
-  auxiliary subset against all of it.
+  meta-training against plain fine-tuning and against joint training, the selected
+  auxiliary subset against all of it, and against a random subset of its size with the same
+  schedule (``metafgnet_selected − metafgnet_random``: the selection criterion's own effect).
 
 Costs are compared only where they were measured alone: a grid point whose record says it
 shared the cores (``cores_shared`` true, or ``jobs`` above 1) or does not say is left out of the
@@ -35,9 +36,11 @@ from metafgnet.reporting.summary import META_STAGES
 
 ACCURACY = ("test_top1", "test_mean_class_acc", "val_top1")
 CONTRAST_METRICS = ("test_top1", "test_mean_class_acc")
-META_ARMS = ("metafgnet", "metafgnet_selected")  # the arms a meta-training factor changes
+# the arms a meta-training factor changes
+META_ARMS = ("metafgnet", "metafgnet_selected", "metafgnet_random")
 ARM_CONTRASTS = (("metafgnet", "finetune"), ("metafgnet", "joint"),
-                 ("metafgnet_selected", "metafgnet"))  # (first, second): first − second
+                 ("metafgnet_selected", "metafgnet"),
+                 ("metafgnet_selected", "metafgnet_random"))  # (first, second): first − second
 COST_CAVEAT = ("Only executions recorded as run alone (`--jobs 1`) count here: executions run "
                "side by side share the cores, which confounds their times. Work beside the "
                "grid on the same machine still does; for the cost of a switch see also the "

@@ -8,7 +8,7 @@ reused. The names group in the MLflow UI by their ``/`` prefix:
   ``test_top1/best`` (the arm with the best validation top-1, named by the ``best_arm`` tag);
 - ``selection/<measure>``: kept fraction, and with ground truth ROC AUC, precision at k,
   precision of the kept set, related base rate (:mod:`metafgnet.selection.quality`);
-- ``cost/<stage>/<figure>`` for both meta-training stages: median seconds per meta-iteration,
+- ``cost/<stage>/<figure>`` for every meta-training stage: median seconds per meta-iteration,
   images/s, peak memory (:mod:`metafgnet.training.cost`).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from metafgnet.evaluation import ARMS
 from metafgnet.io import read_json
 
-META_STAGES = ("meta_train", "meta_train_selected")
+META_STAGES = ("meta_train", "meta_train_selected", "meta_train_random")
 SELECTION_KEYS = ("selected_fraction", "roc_auc", "precision_at_related", "selection_precision",
                   "related_base_rate", "related_recall")
 

@@ -12,8 +12,9 @@ from metafgnet.stages.context import StageContext
 from metafgnet.tracking.views import view_tags
 
 # Every stage of dvc.yaml but the opt-in `tune`, in pipeline order (a test holds it to dvc.yaml).
-PIPELINE_STAGES = ("prepare", "pretrain", "meta_train", "select", "meta_train_selected", "joint",
-                   *(f"finetune@{arm}" for arm in ARMS), "evaluate", "report")
+PIPELINE_STAGES = ("prepare", "pretrain", "meta_train", "select", "meta_train_selected",
+                   "meta_train_random", "joint", *(f"finetune@{arm}" for arm in ARMS), "evaluate",
+                   "report")
 
 
 def run_report(ctx: StageContext, results: Path, models: Path, metrics: Path, leakage: Path,

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from metafgnet.distributed import sharded_score_auxiliary
-from metafgnet.io import atomic_path, write_json, write_tsv
+from metafgnet.io import write_json, write_tsv
 from metafgnet.models.files import load_model
 from metafgnet.reporting.grids import save_image_grid
 from metafgnet.reporting.plots import plot_score_distribution
-from metafgnet.selection import select, selected_class_counts, selection_quality
+from metafgnet.selection import select, selected_class_counts, selection_quality, write_subset
 from metafgnet.stages.context import StageContext
 
 
@@ -49,10 +49,7 @@ def run_select(ctx: StageContext, init: Path, out: Path, metrics_path: Path,
     labels = torch.tensor([r.label for r in records])
     counts = selected_class_counts(labels, keep, len(ctx.data.auxiliary_classes))
 
-    with atomic_path(out / "selected.csv") as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label"])
-        writer.writerows((r.path, r.label) for r, k in zip(records, keep.tolist(), strict=True) if k)
+    write_subset(out / "selected.csv", records, keep)
     write_tsv(out / "scores.tsv", [
         {"path": r.path, "label": r.label, "score": float(s), "selected": int(k)}
         for r, s, k in zip(records, scores.tolist(), keep.tolist(), strict=True)])

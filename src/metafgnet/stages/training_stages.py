@@ -90,17 +90,28 @@ def read_selection(path: Path) -> list[Record]:
 
 
 def run_meta_train(ctx: StageContext, init: Path, out: Path, metrics_path: Path,
-                   selection: Path | None = None) -> dict:
+                   selection: Path | None = None, random_like: bool = False) -> dict:
     """Stages 2 and 4: MetaFGNet on all (or the selected) auxiliary data, fresh target head.
 
     On a selected subset the iteration count and the milestones are scaled by the kept fraction
-    (stage 4: "iteration count scaled to the subset size"). The metrics carry the loop's cost
-    (:mod:`metafgnet.training.cost`): what ``meta.order`` costs is read beside what it buys.
+    (stage 4: "iteration count scaled to the subset size"). ``random_like``: the control for
+    selection (:mod:`metafgnet.selection.subsets`): instead of the ``selection`` itself, a random
+    subset of its size (seeded by ``select.random_seed``), with the same scaled schedule, written
+    to ``out/subset.csv``. The metrics carry the loop's cost (:mod:`metafgnet.training.cost`):
+    what ``meta.order`` costs is read beside what it buys.
     """
     p = ctx.params
     model, arch = _load(ctx, init)
     model.reset_target_head(len(ctx.data.target_classes))
     records = ctx.data.auxiliary if selection is None else read_selection(selection)
+    if random_like:
+        # imported here: only the control stage depends on the selection code
+        from metafgnet.selection.subsets import random_subset, write_subset
+
+        keep = random_subset(len(ctx.data.auxiliary), len(records), p.select.random_seed)
+        records = [r for r, k in zip(ctx.data.auxiliary, keep.tolist(), strict=True) if k]
+        if ctx.dist.is_main:
+            write_subset(out / "subset.csv", ctx.data.auxiliary, keep)
     iterations, milestones = subset_schedule(p.meta, len(records), len(ctx.data.auxiliary))
     inputs = [init / "model.pt"] + ([] if selection is None else [selection])
     ctx.live_curves(out / "curves.tsv")
