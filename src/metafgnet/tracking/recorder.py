@@ -1,17 +1,12 @@
 """Everything that talks to MLflow for one stage run, behind plain-data methods.
 
 A :class:`Recorder` opens the stage's child run (and the execution's parent), records metrics,
-params, tags, artifacts, dataset inputs and models, and ends both runs. Its arguments and results are plain
-Python values (strings, numbers, dicts, tuples, paths, a model object), so the same object
-serves two ways (``tracking.agent``):
-
-* in the stage process itself (``agent: false``): every stage process imports MLflow, a large
-  fixed CPU cost next to a short stage;
-* in the execution's tracking agent (:mod:`metafgnet.tracking.agent`, the default): one
-  long-lived process per pipeline execution imports MLflow and torch once, and each stage talks
-  to it over a Unix socket without ever importing MLflow.
-
-Stores are opened once per process and experiment (:func:`session_for`).
+params, tags, artifacts, dataset inputs and models, and ends both runs. Its arguments and
+results are plain Python values (strings, numbers, dicts, tuples, paths, a model object), so it
+serves in the execution's tracking agent (:mod:`metafgnet.tracking.agent`, the default, which
+says why) or in the stage process itself (``tracking.agent: false``); its public methods are
+the calls a stage may make (:func:`operations`). Stores are opened once per process and
+experiment (:func:`session_for`).
 """
 
 from __future__ import annotations
@@ -20,6 +15,7 @@ import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +134,14 @@ class Recorder:
         self._monitor = None
         self._ended = False
         self._stage = ""
+        self._tags: Mapping[str, str] = {}  # the child run's
 
     # -- opening ---------------------------------------------------------------------------
 
     def open(self, spec: StageSpec) -> Opened:
         """Find or create the execution's parent run, then create the stage's child run under
         it (:mod:`metafgnet.tracking.writer`)."""
-        self._stage = spec.run.name
+        self._stage, self._tags = spec.run.name, spec.run.tags
         session = session_for(spec.target, spec.tracking, spec.root)
         parent_id = find_or_create_parent(session, spec.parent)
         mark_parent(session.client, parent_id, "RUNNING")
@@ -231,11 +228,13 @@ class Recorder:
                 datasets=datasets))
         return ModelRef(info.model_uri, model_id, name)
 
-    def register_model(self, model_uri: str, name: str, alias: str,
-                       tags: dict[str, str]) -> VersionRef:
-        """New version of ``name`` from ``model_uri``; ``alias`` moves to it only if it beats
-        the current holder (:func:`metafgnet.tracking.models.register_model`), else it gets
+    def register_model(self, model_uri: str, name: str, alias: str) -> VersionRef:
+        """New version of ``name`` from ``model_uri`` (tagged with the run's execution, DVC
+        experiment, commit and stage); ``alias`` moves to it only if it beats the current
+        holder (:func:`metafgnet.tracking.models.register_model`), else it gets
         ``challenger``. The run gets the tags ``registered_model`` and ``registry.decision``."""
+        tags = {k: v for k, v in self._tags.items() if k in (
+            run_tags.EXECUTION, run_tags.DVC_EXP_NAME, run_tags.GIT_COMMIT, run_tags.STAGE)}
         # the read-compare-move of the alias is not atomic in MLflow: serialised here within the
         # process and, for a sqlite store, between the processes of this machine
         with _MODELS_LOCK, store_lock(self._session.uri, "registry"):

@@ -45,8 +45,7 @@ from metafgnet.tracking.writer import RunSpec
 log = logging.getLogger(__name__)
 
 LOG_MODEL_SECONDS = "tracking/log_model_seconds"  # as the stage waited for it, one per model
-TRAINING_STAGES = frozenset({"pretrain", "meta_train", "meta_train_selected", "meta_train_random",
-                             "joint", "finetune"})
+TRAINING_STAGES = frozenset({"pretrain", "meta_train", "meta_train_selected", "joint", "finetune"})
 
 
 def is_training_stage(stage: str) -> bool:
@@ -85,7 +84,6 @@ class StageRun:
         self.stage = spec.run.name if spec is not None else ""
         self.tracking_uri = spec.target.uri if spec is not None else None
         self._tracking = tracking
-        self._tags = dict(spec.run.tags) if spec is not None else {}
         self._buffer = MetricBuffer(self.tracking_uri)
         self._recorder = recorder
         self._opened = None
@@ -125,7 +123,7 @@ class StageRun:
             else:
                 if self._recorder is None:
                     self._recorder = _recorder(self._tracking, self.tracking_uri,
-                                               self._tags[run_tags.EXECUTION])
+                                               spec.run.tags[run_tags.EXECUTION])
                 self._opened = self._recorder.open(spec)
             self._buffer.attach(self._recorder, self._opened.run_id)
         except BaseException as exc:  # re-raised in the stage's thread by _ready()
@@ -242,11 +240,8 @@ class StageRun:
         both scores. Returns a :class:`~metafgnet.tracking.recorder.VersionRef` (``.name``,
         ``.version``, ``.alias``, ``.decision``)."""
         check_alias(alias)
-        tags = {k: self._tags[k] for k in (run_tags.EXECUTION, run_tags.DVC_EXP_NAME,
-                                            run_tags.GIT_COMMIT) if k in self._tags}
-        name = name or self._tracking.registered_model
-        ref = self._ready().register_model(model_uri, name, alias,
-                                           {**tags, run_tags.STAGE: self.stage})
+        ref = self._ready().register_model(model_uri, name or self._tracking.registered_model,
+                                           alias)
         if ref is not None and ref.decision is not None:
             outcome = ("is the new champion" if ref.decision.promoted
                        else f"stays a challenger, the {alias} is unchanged")
