@@ -204,7 +204,10 @@ def workers_alive(cwd: Path | None = None) -> int:
             "**/dvc-exp-worker-*.json"):
         try:
             pid = int(json.loads(info.read_text())["pid"])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            for _ in range(20):  # empty while the process is still in its exec
+                if cmdline := Path(f"/proc/{pid}/cmdline").read_bytes():
+                    break
+                time.sleep(0.05)
         except (OSError, ValueError, KeyError, TypeError):
             continue
         alive += b"queue-worker" in cmdline
