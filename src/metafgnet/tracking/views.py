@@ -5,7 +5,8 @@ runs page's "Share" button writes the same) when the page is opened with
 ``?viewStateShareKey=<key>``. The view this package writes, ``compare``, shows only the
 executions' parent runs (``metafgnet.role = pipeline``), newest first, with the columns a
 comparison reads: the compared params (``meta.order``, ``seed``), every arm's test top-1 and the
-meta-training cost.
+meta-training cost, grouped by :data:`GROUP_BY` with MLflow's own run grouping: per value of
+``meta.order`` one row with the average of its executions, the executions listed below it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 COMPARE_VIEW = "compare"
 TAG_PREFIX = "mlflow.sharedViewState."
 PARAMS = ("meta.order", "seed")
+GROUP_BY = "meta.order"  # the param whose values the view's groups are
 
 
 def view_metrics(arms: Sequence[str]) -> tuple[str, ...]:
@@ -28,12 +30,17 @@ def view_metrics(arms: Sequence[str]) -> tuple[str, ...]:
 
 def compare_view_state(arms: Sequence[str]) -> str:
     """The view's state, as the UI stores it (JSON; keys of the runs page's search and UI
-    state, columns as ``params.`<key>``` / ``metrics.`<key>```)."""
+    state, columns as ``params.`<key>``` / ``metrics.`<key>```). ``groupBy`` is the UI's run
+    grouping (``{aggregateFunction: min | average | max, groupByKeys: [{mode: param | tag |
+    dataset, groupByData: <key>}]}``, what the runs page's "Group by" control stores); the
+    groups open expanded, as the UI's own default."""
     return json.dumps({
         "searchFilter": "tags.`metafgnet.role` = 'pipeline'",
         "orderByKey": "attributes.start_time", "orderByAsc": False,
         "selectedColumns": [*(f"params.`{p}`" for p in PARAMS),
                             *(f"metrics.`{m}`" for m in view_metrics(arms))],
+        "groupBy": {"aggregateFunction": "average",
+                    "groupByKeys": [{"mode": "param", "groupByData": GROUP_BY}]},
     })
 
 
