@@ -45,7 +45,8 @@ from metafgnet.tracking.writer import RunSpec
 log = logging.getLogger(__name__)
 
 LOG_MODEL_SECONDS = "tracking/log_model_seconds"  # as the stage waited for it, one per model
-TRAINING_STAGES = frozenset({"pretrain", "meta_train", "meta_train_selected", "joint", "finetune"})
+TRAINING_STAGES = frozenset({"pretrain", "meta_train", "meta_train_selected", "meta_train_random",
+                             "joint", "finetune"})
 
 
 def is_training_stage(stage: str) -> bool:
