@@ -78,7 +78,7 @@ def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
     for name in names:
         params = rows[name]["params"]["params.yaml"]["data"]
         assert name == f"cmp-meta_order-{params['meta']['order']}-seed-{params['seed']}"
-    # the seed-0 points ran two at a time: each at its share of the cores
+    # the points of seed 0 ran two at a time: each at its share of the cores
     ran_alone = {n for n in names if n.endswith("seed-1")}
     alone = threads["cmp-meta_order-first-seed-1"]
     assert {threads[n] for n in ran_alone} == {alone}
@@ -129,7 +129,7 @@ def test_compare_runs_the_grid_resumes_and_summarises(two_executions, tmp_path):
         "cmp-meta_order-first-seed-1", "cmp-meta_order-second-seed-1"}
     assert "diff/test_top1/metafgnet" in latest.data.metrics
     # a seed sweep shares the stages that do not depend on `seed`: checked out from the cache,
-    # not re-run (points at params.yaml's thread count; the seed-0 ones may have run at fewer)
+    # not re-run (points at params.yaml's thread count; those of seed 0 may have run at fewer)
     for run_id in linked:
         tags = client.get_run(run_id).data.tags
         if tags["dvc.exp_name"] in ran_alone:

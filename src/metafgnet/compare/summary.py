@@ -274,7 +274,7 @@ def threads_note(cond: dict) -> str:
     note = ("Threads per point (`runtime.num_threads`): "
             + ", ".join("not recorded" if t is None else str(t) for t in counts) + ".")
     if cond.get("unpaired_seeds"):
-        note += (" Not paired (the two points of the seed ran at different thread counts, so "
+        note += (" Not paired (each listed seed's two points ran at different thread counts, so "
                  "their results differ by more than the factor): seeds "
                  + ", ".join(map(str, cond["unpaired_seeds"])) + ".")
     return note
