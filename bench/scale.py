@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import runpy
 import statistics
 import subprocess
 import sys
@@ -43,24 +44,7 @@ from support.servers import free_port  # noqa: E402
 
 WORKER = ROOT / "tests" / "distributed" / "multinode_worker.py"
 LAYOUTS = {"1 node x 2 processes": (2, 1), "2 nodes x 1 process": (1, 2)}
-TINY = {  # the tests' tiny tuning setup (tests/tuning/conftest.py)
-    "synthetic": {"image_size": 16, "target_classes": 4, "train_per_class": 9,
-                  "test_per_class": 2, "related_classes": 3, "unrelated_classes": 3,
-                  "aux_per_class": 8},
-    "data": {"image_size": 16, "resize": 18, "val_fraction": 0.34},
-    "model": {"width": 4},
-    "pretrain": {"epochs": 4, "batch_size": 16, "head_lr": 0.1, "backbone_lr": 0.05,
-                 "milestones": []},
-    "meta": {"iterations": 6, "batch_size": 4, "aux_batch_size": 8, "milestones": [4],
-             "order": "first", "log_every": 3},
-    "select": {"batch_size": 64},
-    "finetune": {"epochs": 3, "batch_size": 4, "milestones": [2]},
-    "runtime": {"num_threads": 1},
-    "tune": {"heartbeat_interval": 1, "grace_period": 3,
-             "budget": {"meta_iterations": 4, "finetune_epochs": 3, "selection": True},
-             "sampler": {"n_startup_trials": 2},
-             "pruning": {"n_startup_trials": 1, "n_warmup_steps": 0}},
-}
+TINY = runpy.run_path(str(ROOT / "tests" / "tuning" / "conftest.py"))["TINY"]  # the tests' tiny setup
 
 
 def _env() -> dict:
