@@ -8,13 +8,17 @@ CMYK, 16-bit grey, ...) to RGB: non-RGB input is normal, not an error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
 
 from metafgnet.data.records import Record
+
+T = TypeVar("T")
 
 _HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -38,20 +42,25 @@ def image_problem(path: Path, rel: str) -> str | None:
     return None
 
 
-def check_images(root: Path, records: list[Record], workers: int = 1) -> list[tuple[str, str]]:
-    """``(path, reason)`` of every record under ``root`` that is missing or does not decode.
+def map_images(fn: Callable[[Path, str], T], root: Path, records: list[Record],
+               workers: int = 1) -> list[T]:
+    """``fn(root / record.path, record.path)`` for every record, in record order.
 
-    Decoding releases the GIL, so ``workers`` threads help; the result order is the record order.
+    Decoding releases the GIL, so ``workers`` threads help.
     """
 
-    def one(record: Record) -> str | None:
-        return image_problem(root / record.path, record.path)
+    def one(record: Record) -> T:
+        return fn(root / record.path, record.path)
 
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            reasons = list(pool.map(one, records, chunksize=64))
-    else:
-        reasons = [one(r) for r in records]
+            return list(pool.map(one, records, chunksize=64))
+    return [one(r) for r in records]
+
+
+def check_images(root: Path, records: list[Record], workers: int = 1) -> list[tuple[str, str]]:
+    """``(path, reason)`` of every record under ``root`` that is missing or does not decode."""
+    reasons = map_images(image_problem, root, records, workers)
     return [(r.path, why) for r, why in zip(records, reasons, strict=True) if why is not None]
 
 

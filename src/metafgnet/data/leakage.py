@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import imagehash
@@ -31,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from metafgnet.data.errors import DataError
-from metafgnet.data.images import to_rgb
+from metafgnet.data.images import map_images, to_rgb
 from metafgnet.data.records import Record
 
 TARGET_SPLITS = ("train", "val", "test")
@@ -70,14 +69,7 @@ def fingerprint(path: Path, rel: str) -> tuple[str, int]:
 def fingerprints(root: Path, records: list[Record],
                  workers: int = 1) -> tuple[list[str], np.ndarray]:
     """Digests and perceptual hashes (``uint64`` array) of ``records`` under ``root``."""
-    def one(record: Record) -> tuple[str, int]:
-        return fingerprint(root / record.path, record.path)
-
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pairs = list(pool.map(one, records, chunksize=64))
-    else:
-        pairs = [one(r) for r in records]
+    pairs = map_images(fingerprint, root, records, workers)
     return [d for d, _ in pairs], np.array([h for _, h in pairs], dtype=np.uint64)
 
 
