@@ -4,6 +4,7 @@ apply`` rewrite a params file."""
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Callable
 from typing import Any
@@ -138,3 +139,7 @@ def _move_trailing_lines(doc: CommentedMap, old_key: Any, new_key: Any) -> None:
         return
     if old[2].value.startswith("\n"):
         old[2], new[2] = None, old[2]
+    elif "\n\n" in old[2].value:  # its own comment, then the blank lines: split them
+        comment, blank = old[2].value.split("\n", 1)
+        new[2] = copy.copy(old[2])
+        old[2].value, new[2].value = comment + "\n", "\n" + blank

@@ -165,12 +165,13 @@ def test_unknown_preset_leaves_the_file_alone(tmp_path, capsys):
 def test_keys_are_added_and_removed_in_place():
     raw, expected = resolve_preset("cub_lbird")
     original = (ROOT / "params.yaml").read_text()
-    edited = (original.replace("  nproc: 1\n", "")
+    edited = (re.sub(r"  nnodes: 1 .*\n", "", original)
               .replace("  width: 16\n", "  width: 16\n  bogus: 3           # stray\n"))
     text, kept = render_params(raw, expected, edited)
     assert kept
     assert "bogus" not in text and "# stray" not in text
-    assert "  nproc: 1\n\nexecution:" in text  # added at the section's end, spacing kept
+    assert edited != original and "nnodes" not in edited
+    assert "  nnodes: 1\n\nexecution:" in text  # added at the section's end, spacing kept
     assert "# crop (paper: 224)" in text
 
 
