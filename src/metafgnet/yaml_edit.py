@@ -141,5 +141,6 @@ def _move_trailing_lines(doc: CommentedMap, old_key: Any, new_key: Any) -> None:
         old[2], new[2] = None, old[2]
     elif "\n\n" in old[2].value:  # its own comment, then the blank lines: split them
         comment, blank = old[2].value.split("\n", 1)
-        new[2] = copy.copy(old[2])
-        old[2].value, new[2].value = comment + "\n", "\n" + blank
+        moved = copy.copy(old[2])
+        old[2].value, moved.value = comment + "\n", "\n" + blank
+        new[2] = moved
