@@ -18,11 +18,12 @@ def test_push_then_a_second_clone_pulls_results_and_an_experiment(two_executions
     repo, env = copy_repo(two_executions[0], tmp_path / "repo", two_executions[1])
     origin, storage = tmp_path / "origin.git", tmp_path / "dvc-storage"
     run(["git", "init", "-q", "--bare", str(origin)], tmp_path, env)
-    run(["git", "remote", "add", "origin", str(origin)], repo, env)
-    run(["git", "push", "-q", "origin", "HEAD"], repo, env)
+    # the comparison flow's repository is a clone already: the team's origin gets its own name
+    run(["git", "remote", "add", "team", str(origin)], repo, env)
+    run(["git", "push", "-q", "team", "HEAD"], repo, env)
     run([*DVC, "remote", "add", "--local", "-d", "shared", str(storage)], repo, env)
     run([*DVC, "push"], repo, env)
-    run([*DVC, "exp", "push", "origin", "first-order"], repo, env)
+    run([*DVC, "exp", "push", "team", "first-order"], repo, env)
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(origin), str(clone)], tmp_path, env)
