@@ -55,10 +55,15 @@ def mlflow_server(backend_uri: str, root: Path, app_name: str | None = None,
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker, by group id
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)  # the server and its uvicorn worker, by group id
         log.close()
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group ``proc`` leads, SIGKILL it after 20 s, and reap ``proc``."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -9,14 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from support.servers import free_port
+from support.servers import free_port, stop_group
 
 START_TIMEOUT_S = 60
 DAEMONS = ("slurmctld", "slurmd")
@@ -112,10 +111,5 @@ def cluster(root: Path) -> Iterator[dict]:
     finally:
         for proc, log in daemons:  # the daemons this function started, by process group
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                stop_group(proc)
             log.close()

@@ -27,7 +27,7 @@ import metafgnet.tracking.buffer as buffer
 from metafgnet.errors import UserError
 from metafgnet.params import Params, TrackingParams
 from metafgnet.tracking import stage_run
-from support.servers import BIN, free_port
+from support.servers import BIN, free_port, stop_group
 
 PARAMS = Params()
 STEPS = 30
@@ -56,12 +56,7 @@ def _start(store: Path, port: int, log: Path) -> subprocess.Popen:
 
 def _stop(proc: subprocess.Popen, port: int) -> None:
     """Stop the server and its worker (by group id) and wait until the port is free again."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group(proc)
     with contextlib.suppress(ProcessLookupError):  # a worker that outlived the server
         os.killpg(proc.pid, signal.SIGKILL)
     deadline = time.monotonic() + 20
