@@ -80,6 +80,19 @@ class UnsafeRuntimeDir(UserError):
     """The per-user runtime folder exists but another user owns it or may write into it."""
 
 
+def not_private(st: os.stat_result, folder: bool) -> str | None:
+    """Why the folder (or regular file) whose ``lstat`` is ``st`` is not this user's alone, as
+    words following its name; None when it is the right kind, owned by this user and closed to
+    group and others."""
+    if not (stat.S_ISDIR if folder else stat.S_ISREG)(st.st_mode):
+        return "is not a folder (a link or a file)" if folder else "is not a regular file"
+    if st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        return f"has mode {stat.S_IMODE(st.st_mode):04o}: group or other users may reach it"
+    return None
+
+
 def user_runtime_dir() -> Path:
     """This user's private folder for the files processes of one machine share (agent sockets,
     the agent's key, locks, marks): ``metafgnet-<uid>`` in ``$XDG_RUNTIME_DIR`` or the temp
@@ -96,16 +109,7 @@ def user_runtime_dir() -> Path:
     base.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.mkdir(folder, 0o700)  # the umask can only take bits away
-    st = os.lstat(folder)
-    problem = None
-    if not stat.S_ISDIR(st.st_mode):
-        problem = "is not a folder (a link or a file)"
-    elif st.st_uid != os.getuid():
-        problem = f"is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
-    elif stat.S_IMODE(st.st_mode) & 0o077:
-        problem = (f"has mode {stat.S_IMODE(st.st_mode):04o}: group or other users may read or "
-                   "write in it")
-    if problem:
+    if problem := not_private(os.lstat(folder), folder=True):
         raise UnsafeRuntimeDir(
             f"the private runtime folder {folder} {problem}.\n"
             "metafgnet keeps its tracking agent's socket and key there and refuses to use a "

@@ -48,7 +48,6 @@ import os
 import pickle
 import secrets
 import socket
-import stat
 import struct
 import subprocess
 import sys
@@ -60,7 +59,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import metafgnet
-from metafgnet.io import file_lock, user_runtime_dir
+from metafgnet.io import file_lock, not_private, user_runtime_dir
 from metafgnet.tracking.recorder import operations
 from metafgnet.tracking.uri import TrackingError
 
@@ -116,14 +115,8 @@ def agent_key() -> bytes:
                              f"remove it (metafgnet makes a new one)") from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
-        problem = None
-        if not stat.S_ISREG(st.st_mode):
-            problem = "is not a regular file"
-        elif st.st_uid != os.getuid():
-            problem = f"is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
-        elif stat.S_IMODE(st.st_mode) & 0o077:
-            problem = f"has mode {stat.S_IMODE(st.st_mode):04o} (group or others may read it)"
-        elif st.st_size != KEY_BYTES:
+        problem = not_private(st, folder=False)
+        if problem is None and st.st_size != KEY_BYTES:
             problem = f"holds {st.st_size} bytes, not {KEY_BYTES}"
         if problem:
             raise AgentAuthError(f"the tracking agent's key {path} {problem}; remove it "
