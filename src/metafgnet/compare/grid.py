@@ -30,7 +30,11 @@ Sharing the machine:
 
 A point that failed or was killed (``dvc queue kill``) would stay in ``dvc exp show`` under its
 name with the baseline's metrics: its queue log is saved to ``<logs>/<name>.log`` and the entry
-removed (``dvc queue remove``), and the next run queues it again.
+removed (``dvc queue remove``), and the next run queues it again. A queue worker that stops
+(killed, or shutting down after ``dvc queue kill`` interrupted its point) can take one more point
+first, which DVC then shows running with no process to run it: seen so on two polls with no
+worker alive, it is marked failed and queued again, once; fewer live workers than ``jobs`` with
+points still queued are topped up.
 """
 
 from __future__ import annotations
@@ -254,16 +258,19 @@ def experiments(cwd: Path | None = None) -> dict[str, dict]:
 def _queue_states(cwd: Path | None) -> tuple[dict[str, str], int | None]:
     """Name -> state (Queued, Running, Success, Failed) of the DVC queue's entries, and the
     number of ready queue workers, active or idle (None when ``dvc queue status`` does not
-    say)."""
-    states, workers = {}, None
+    say). A name queued again beside its failed entry takes its livelier state."""
+    rank = {s: i for i, s in enumerate(("Running", "Queued", "Success", "Failed"))}
+    states: dict[str, str] = {}
+    workers = None
     for line in dvc("queue", "status", cwd=cwd).splitlines()[1:]:
         if match := re.match(r"Worker status: (\d+) active, (\d+) idle", line):
             workers = int(match.group(1)) + int(match.group(2))
             continue
         parts = line.split()
         if len(parts) >= 3 and parts[1] != "None":
-            states[parts[1]] = next((w for w in parts[2:] if w in
-                                     ("Queued", "Running", "Success", "Failed")), parts[-1])
+            state = next((w for w in parts[2:] if w in rank), parts[-1])
+            if rank.get(state, len(rank)) < rank.get(states.get(parts[1], ""), len(rank) + 1):
+                states[parts[1]] = state
     return states, workers
 
 
@@ -319,23 +326,42 @@ def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.
         record[point.name] = {"jobs": jobs}
     ledger.parent.mkdir(parents=True, exist_ok=True)
     ledger.write_text(json.dumps(record, indent=1, sort_keys=True))
+    queue_args = {p.name: [*p.set_args(), *extra] for p in todo}
     started = None
     if not workers_alive(cwd):
         start_queue(jobs, cwd)
         started = time.monotonic()
-    start, last = time.monotonic(), None
+    start, last, orphans_seen, requeued = time.monotonic(), None, set(), set()
     while True:
-        all_states, workers = _queue_states(cwd)
-        states = [s for n, s in all_states.items() if n in names]
+        all_states, ready = _queue_states(cwd)
+        states = {n: s for n, s in all_states.items() if n in names}
         # progress from the queue alone: `dvc exp show` is too heavy to poll beside training
-        counts = tuple(states.count(s) for s in ("Success", "Running", "Queued"))
-        if workers_alive(cwd) or workers:
-            started = None
-        elif counts[2] and not counts[1] and (
+        counts = tuple(list(states.values()).count(s) for s in ("Success", "Running", "Queued"))
+        alive = workers_alive(cwd)
+        if alive and alive == ready:
+            started = None  # every worker process is ready: none is starting
+        # a worker that stops (killed, or shutting down after `dvc queue kill` interrupted it)
+        # may take one more point first: DVC shows it Running with no process to run it
+        orphans = {n for n, s in states.items() if s == "Running"} if not alive else set()
+        if orphans and orphans == orphans_seen:  # seen twice, a poll apart: no worker is coming
+            again = sorted(orphans - requeued)
+            say(f"compare: {', '.join(sorted(orphans))} taken by a queue worker that stopped "
+                f"before running it; " + ("queued again" if again else "given up"))
+            dvc("queue", "kill", *sorted(orphans), cwd=cwd)  # no process: marked failed
+            if again:
+                dvc("queue", "remove", *again, cwd=cwd)
+                for name in again:
+                    dvc("exp", "run", "--queue", "-n", name, *queue_args[name], cwd=cwd)
+                requeued.update(again)
+            orphans = set()
+        orphans_seen = orphans
+        if counts[2] and alive < jobs and (ready or 0) >= alive and (
                 started is None or time.monotonic() - started > WORKER_START_S):
-            # DVC's workers can stop while entries are still queued: start them again, but
-            # never beside one still starting (two workers of one name take two points)
-            say(f"compare: no queue worker left with {counts[2]} point(s) queued; restarting")
+            # fewer workers than jobs with points queued (DVC's workers can stop, or be
+            # killed): start the missing ones, only while every live one is ready (DVC starts
+            # the names it does not see, and a starting worker's twin would take a second point)
+            say(f"compare: {alive} of {jobs} queue worker(s) left with {counts[2]} point(s) "
+                "queued; starting the others")
             start_queue(jobs, cwd)
             started = time.monotonic()
         if counts != last:
