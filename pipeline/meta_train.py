@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from metafgnet.stages.context import open_stage
-from metafgnet.stages.training_stages import run_meta_train
+from metafgnet.stages.meta_train_stage import run_meta_train
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

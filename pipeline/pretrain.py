@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from metafgnet.stages.context import open_stage
-from metafgnet.stages.training_stages import run_pretrain
+from metafgnet.stages.pretrain_stage import run_pretrain
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

@@ -68,13 +68,12 @@ def test_pipeline_produces_metrics_and_report(tiny_pipeline):
     # the control for selection: a random subset of the selected size (select.random_seed),
     # in manifest order, with the selected arm's scaled schedule
     from metafgnet.io import read_yaml
-    from metafgnet.selection import random_subset
-    from metafgnet.stages.training_stages import read_selection
+    from metafgnet.selection import random_subset, read_subset
 
     with (repo / "results/select/scores.tsv").open() as fh:      # every auxiliary image, in order
         auxiliary = [(row["path"], int(row["label"])) for row in csv.DictReader(fh, delimiter="\t")]
-    selected = [(r.path, r.label) for r in read_selection(repo / "results/select/selected.csv")]
-    control = [(r.path, r.label) for r in read_selection(repo / "models/meta_train_random/subset.csv")]
+    selected = [(r.path, r.label) for r in read_subset(repo / "results/select/selected.csv")]
+    control = [(r.path, r.label) for r in read_subset(repo / "models/meta_train_random/subset.csv")]
     keep = random_subset(len(auxiliary), len(selected),
                          read_yaml(repo / "params.yaml")["select"]["random_seed"])
     assert control == [a for a, k in zip(auxiliary, keep.tolist(), strict=True) if k]

@@ -46,19 +46,36 @@ def test_code_deps_are_source_files_never_folders():
                     f"{name}: code dep {dep} is not a source file (list the files it imports)")
 
 
+def _imports(path: Path, module: str) -> bool:
+    return re.search(rf"\bfrom {re.escape(module)} import\b", path.read_text()) is not None
+
+
 def test_a_stage_body_module_is_a_dep_of_the_stages_that_run_it_only():
     stages = _stages()
-    bodies = sorted(p.name for p in (ROOT / "src/metafgnet/stages").glob("*.py")
-                    if p.name not in SHARED)
-    assert "report_stage.py" in bodies and "training_stages.py" in bodies
+    folder = ROOT / "src/metafgnet/stages"
+    bodies = sorted(p.name for p in folder.glob("*_stage.py"))
+    assert {"report_stage.py", "pretrain_stage.py", "meta_train_stage.py", "joint_stage.py",
+            "finetune_stage.py"} <= set(bodies)
     for body in bodies:
         module = f"metafgnet.stages.{body.removesuffix('.py')}"
-        runs = {name for name, stage in stages.items()
-                if re.search(rf"\bfrom {re.escape(module)} import\b",
-                             (ROOT / _deps(stage)[0]).read_text())}
+        runs = {name for name, stage in stages.items() if _imports(ROOT / _deps(stage)[0], module)}
         depends = {name for name, stage in stages.items()
                    if f"src/metafgnet/stages/{body}" in _deps(stage)}
         assert runs and depends == runs, f"{body}: run by {sorted(runs)}, dep of {sorted(depends)}"
+    # a helper of some bodies (the training stages' model in and outputs out) is a dep of the
+    # stages whose body imports it, and of no other
+    helpers = sorted(p.name for p in folder.glob("*.py")
+                     if p.name not in SHARED and p.name not in bodies)
+    assert "training_io.py" in helpers
+    for helper in helpers:
+        module = f"metafgnet.stages.{helper.removesuffix('.py')}"
+        users = {name for name, stage in stages.items()
+                 if any(_imports(ROOT / d, module) for d in _deps(stage)
+                        if d.startswith("src/metafgnet/stages/") and d.endswith("_stage.py"))}
+        depends = {name for name, stage in stages.items()
+                   if f"src/metafgnet/stages/{helper}" in _deps(stage)}
+        assert users and depends == users, (
+            f"{helper}: used by {sorted(users)}, dep of {sorted(depends)}")
     report = "src/metafgnet/stages/report_stage.py"
     assert not [n for n in ("pretrain", "meta_train") if report in _deps(stages[n])]
 

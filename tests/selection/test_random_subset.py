@@ -8,8 +8,7 @@ import torch
 
 from metafgnet.data import Record
 from metafgnet.params import SelectParams
-from metafgnet.selection import random_subset, select, write_subset
-from metafgnet.stages.training_stages import read_selection
+from metafgnet.selection import random_subset, read_subset, select, write_subset
 
 
 def test_random_subset_has_the_size_asked_and_depends_on_its_seed_alone():
@@ -46,4 +45,4 @@ def test_subset_file_round_trip(tmp_path):
     write_subset(tmp_path / "subset.csv", records, keep)
     with (tmp_path / "subset.csv").open() as fh:
         assert next(csv.reader(fh)) == ["path", "label"]
-    assert read_selection(tmp_path / "subset.csv") == [records[0], records[2], records[3]]
+    assert read_subset(tmp_path / "subset.csv") == [records[0], records[2], records[3]]

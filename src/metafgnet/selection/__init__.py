@@ -9,8 +9,8 @@ from metafgnet.selection.scoring import (
     select,
     selected_class_counts,
 )
-from metafgnet.selection.subsets import random_subset, write_subset
+from metafgnet.selection.subsets import random_subset, read_subset, write_subset
 
-__all__ = ["precision_at_k", "random_subset", "rank", "roc_auc", "score_auxiliary",
+__all__ = ["precision_at_k", "random_subset", "rank", "read_subset", "roc_auc", "score_auxiliary",
            "scores_from_logits", "select", "selected_class_counts", "selection_quality",
            "write_subset"]

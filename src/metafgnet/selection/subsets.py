@@ -39,3 +39,10 @@ def write_subset(path: Path, records: Sequence[Record], keep: torch.Tensor) -> N
         writer.writerow(["path", "label"])
         writer.writerows((r.path, r.label) for r, k in zip(records, keep.tolist(), strict=True)
                          if k)
+
+
+def read_subset(path: Path) -> list[Record]:
+    """The records of a subset CSV (``selected.csv`` of the ``select`` stage, ``subset.csv`` of
+    the control), in file order, with their original class indices."""
+    with path.open() as fh:
+        return [Record(row["path"], int(row["label"])) for row in csv.DictReader(fh)]
