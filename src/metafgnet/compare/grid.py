@@ -285,9 +285,16 @@ def _drop_failed(names: set[str], states: dict[str, str], logs: Path | None,
             out = subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name],
                                  capture_output=True, text=True, cwd=cwd)
             (logs / f"{name}.log").write_text(out.stdout + out.stderr)
-    if failed:
-        dvc("queue", "remove", *failed, cwd=cwd)
+    _remove(failed, cwd)
     return failed
+
+
+def _remove(names: Sequence[str], cwd: Path | None) -> None:
+    """``dvc queue remove`` until the entries are gone: one a worker took but never started is
+    both in DVC's queue stash and in its results, and one remove clears only the first."""
+    for _ in range(2):
+        if left := sorted(set(names) & set(_queue_states(cwd)[0])):
+            dvc("queue", "remove", *left, cwd=cwd)
 
 
 def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.0,
@@ -349,7 +356,7 @@ def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.
                 f"before running it; " + ("queued again" if again else "given up"))
             dvc("queue", "kill", *sorted(orphans), cwd=cwd)  # no process: marked failed
             if again:
-                dvc("queue", "remove", *again, cwd=cwd)
+                _remove(again, cwd)
                 for name in again:
                     dvc("exp", "run", "--queue", "-n", name, *queue_args[name], cwd=cwd)
                 requeued.update(again)
