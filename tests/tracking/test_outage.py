@@ -121,6 +121,43 @@ def test_a_server_restart_mid_stage_loses_no_metric_value(tmp_path, monkeypatch,
     assert not list((tmp_path / f"metafgnet-{os.getuid()}" / "metric-spool").glob("*.jsonl"))
 
 
+@pytest.mark.slow
+def test_a_server_away_when_the_stage_ends_is_waited_for(tmp_path, monkeypatch, caplog):
+    """The server stops at the stage's last step and comes back while the stage is ending:
+    the stage waits for it (buffer.FINAL_WAIT_S), sends every value and ends its run."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setattr(buffer, "FLUSH_SECONDS", 0.2)
+    tracking = TrackingParams(experiment="outage", log_models=False, system_metrics=False)
+    store, log, port = tmp_path / "mlflow.db", tmp_path / "server.log", free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = [_start(store, port, log)]
+    back = threading.Timer(3.0, lambda: server.append(_start(store, port, log)))
+    try:
+        def away_at_the_end(step: int) -> None:
+            if step == STEPS - 1:
+                _stop(server[0], port)
+                back.start()  # after the stage has ended and its first final send failed
+
+        with caplog.at_level(logging.WARNING, logger="metafgnet.tracking.buffer"):
+            run_id = _stage(url, tracking, monkeypatch, during=away_at_the_end)
+        back.join()
+        client = MlflowClient(url)
+        assert client.get_run(run_id).info.status == "FINISHED"
+        assert _history(client, run_id) == {"loss": [(s, 1.0 / (s + 1)) for s in range(STEPS)],
+                                            "val_top1": [(s, s / STEPS) for s in range(STEPS)]}
+    finally:
+        back.cancel()
+        for proc in server[1:] or server:  # the first was stopped when the stage ended
+            _stop(proc, port)
+    assert any("the stage has ended; waiting up to" in r.getMessage() for r in caplog.records)
+    assert not list((tmp_path / f"metafgnet-{os.getuid()}" / "metric-spool").glob("*.jsonl"))
+
+
 def test_an_unreadable_store_stops_the_stage_with_one_block(tmp_path, monkeypatch):
     """A truncated ``mlflow.db``: one message naming the store and the fix, no traceback from
     SQLAlchemy or from the tracking agent."""

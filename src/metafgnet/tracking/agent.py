@@ -61,7 +61,7 @@ from pathlib import Path
 import metafgnet
 from metafgnet.io import file_lock, not_private, user_runtime_dir
 from metafgnet.tracking.recorder import operations
-from metafgnet.tracking.uri import TrackingError
+from metafgnet.tracking.uri import AgentLost, TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ class RemoteRecorder:
                 self._conn.send_bytes(request)
                 status, *reply = pickle.loads(self._conn.recv_bytes())
             except (EOFError, OSError) as exc:
-                raise TrackingError(
+                raise AgentLost(
                     f"{op}: lost the tracking agent ({type(exc).__name__}: {exc}); its log is "
                     f"{self.socket.with_suffix('.log')}") from exc
         if status == "ok":

@@ -10,8 +10,10 @@ A tracking server may restart while a stage runs; nothing is lost. A send that f
 user runtime folder, one file per run, at most :data:`MAX_BACKLOG` values: beyond, the stage
 fails naming the file) and the stage goes on. Every later flush first sends the spooled values,
 oldest first, with their original steps and timestamps, so once the server answers again the
-run's metric history is the one it would have had without the outage. The final flush of a
-stage raises while values are still unsent, naming the file that holds them.
+run's metric history is the one it would have had without the outage. The final flush, at the
+end of a stage, waits for a server that does not answer, up to :data:`FINAL_WAIT_S` with growing
+pauses (a restart, an outage at the stage's last step), then raises while values are still
+unsent, naming the file that holds them.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from metafgnet.credentials import redact_url
-from metafgnet.tracking.uri import TrackingError
+from metafgnet.tracking.uri import AgentLost, TrackingError
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 10.0
 MAX_PENDING = 1000  # MLflow accepts at most 1000 metrics per batch
 MAX_BACKLOG = 200_000  # values spooled while the server is away before the stage fails
+FINAL_WAIT_S = 300.0  # how long the end of a stage waits for the server to answer again
 
 
 def spool_dir() -> Path:
@@ -77,12 +80,30 @@ class MetricBuffer:
             self.flush(final=False)
 
     def flush(self, final: bool = True) -> None:
-        """Send spooled values, then waiting ones; with ``final`` a failure raises
-        :class:`TrackingError`."""
+        """Send spooled values, then waiting ones. With ``final`` a server that does not answer
+        is waited for, up to :data:`FINAL_WAIT_S`, then :class:`TrackingError` is raised."""
         if self._sink is None:
             if final and self._pending:
                 raise TrackingError(f"{len(self._pending)} metric values but no run to send to")
             return
+        deadline, pause = time.monotonic() + (FINAL_WAIT_S if final else 0.0), 1.0
+        while (exc := self._send_all()) is not None:
+            last = isinstance(exc, AgentLost) or time.monotonic() >= deadline  # none to wait for
+            self._on_failure(exc, final and last)
+            if last:
+                return
+            if pause == 1.0:
+                log.warning("the stage has ended; waiting up to %.0f s for %s to answer",
+                            deadline - time.monotonic(), redact_url(self._uri))
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(2 * pause, 15.0)
+        if self._failing:
+            log.warning("metric logging to %s recovered: every value was sent",
+                        redact_url(self._uri))
+            self._failing = False
+
+    def _send_all(self) -> Exception | None:
+        """Spooled values, then waiting ones; the error of a send that failed, or None."""
         self._last_flush = time.monotonic()
         try:
             if self._spooled:
@@ -93,12 +114,8 @@ class MetricBuffer:
                     self._rewrite_spool(values)
             self._send(self._pending)
         except Exception as exc:  # the MLflow client raises several types
-            self._on_failure(exc, final)
-            return
-        if self._failing:
-            log.warning("metric logging to %s recovered: every value was sent",
-                        redact_url(self._uri))
-            self._failing = False
+            return exc
+        return None
 
     def _send(self, values: list) -> None:
         """Send ``values`` in batches, each removed from the list once the server took it."""

@@ -49,6 +49,10 @@ class TrackingUnavailable(TrackingError):
     """The tracking server does not answer."""
 
 
+class AgentLost(TrackingError):
+    """The stage's tracking agent went away: what it held cannot be sent any more."""
+
+
 def configure_environment() -> None:
     """Telemetry off and bounded HTTP retries, unless the environment already says otherwise."""
     for key, value in _ENV_DEFAULTS.items():
