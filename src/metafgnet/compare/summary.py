@@ -332,7 +332,7 @@ def figure(summary: dict, out: Path) -> list[Path]:
             cost_ax.text(0.5, 0.5, "no execution measured alone\n(run with --jobs 1)",
                          ha="center", va="center", transform=cost_ax.transAxes, fontsize=8)
         cost_ax.set_xticks([j + width * (len(levels) - 1) / 2 for j in range(len(META_STAGES))],
-                           META_STAGES, fontsize=8)
+                           META_STAGES, fontsize=8, rotation=12, ha="right")
         cost_ax.set_ylabel("s / meta-iteration")
         cost_ax.set_title("meta-training cost, executions run alone", fontsize=9)
         cost_ax.grid(alpha=0.3, axis="y")
