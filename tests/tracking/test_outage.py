@@ -122,16 +122,19 @@ def test_a_server_restart_mid_stage_loses_no_metric_value(tmp_path, monkeypatch,
 
 
 @pytest.mark.slow
-def test_a_server_away_when_the_stage_ends_is_waited_for(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("flush_s", [60.0, 0.0], ids=["values-waiting", "all-values-sent"])
+def test_a_server_away_when_the_stage_ends_is_waited_for(tmp_path, monkeypatch, caplog, flush_s):
     """The server stops at the stage's last step and comes back while the stage is ending:
-    the stage waits for it (buffer.FINAL_WAIT_S), sends every value and ends its run."""
+    the stage waits for it (buffer.FINAL_WAIT_S), sends every value and ends its run. With
+    values still waiting (``flush_s`` 60) the final send waits; with every value sent as it
+    came (0) ending the run does."""
     import threading
 
     from mlflow import MlflowClient
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setattr(buffer, "FLUSH_SECONDS", 0.2)
+    monkeypatch.setattr(buffer, "FLUSH_SECONDS", flush_s)
     tracking = TrackingParams(experiment="outage", log_models=False, system_metrics=False)
     store, log, port = tmp_path / "mlflow.db", tmp_path / "server.log", free_port()
     url = f"http://127.0.0.1:{port}"

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from metafgnet.credentials import redact_url
@@ -42,6 +42,27 @@ def spool_dir() -> Path:
     from metafgnet.io import user_runtime_dir
 
     return user_runtime_dir() / "metric-spool"
+
+
+def until_answered(call: Callable[[], object], uri: str, deadline: float) -> None:
+    """``call()``, and again with growing pauses while it raises and ``time.monotonic()`` is
+    before ``deadline``: how the end of a stage waits for a tracking server that does not answer
+    (a restart). A lost agent (:class:`AgentLost`) is not waited for; the last error is raised."""
+    pause = 1.0
+    while True:
+        try:
+            call()
+            return
+        except AgentLost:
+            raise
+        except Exception:
+            if time.monotonic() >= deadline:
+                raise
+            if pause == 1.0:
+                log.warning("the stage has ended; waiting up to %.0f s for %s to answer",
+                            deadline - time.monotonic(), redact_url(uri))
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(2 * pause, 15.0)
 
 
 class MetricBuffer:
@@ -81,22 +102,23 @@ class MetricBuffer:
 
     def flush(self, final: bool = True) -> None:
         """Send spooled values, then waiting ones. With ``final`` a server that does not answer
-        is waited for, up to :data:`FINAL_WAIT_S`, then :class:`TrackingError` is raised."""
+        is waited for (:func:`until_answered`), then :class:`TrackingError` is raised."""
         if self._sink is None:
             if final and self._pending:
                 raise TrackingError(f"{len(self._pending)} metric values but no run to send to")
             return
-        deadline, pause = time.monotonic() + (FINAL_WAIT_S if final else 0.0), 1.0
-        while (exc := self._send_all()) is not None:
-            last = isinstance(exc, AgentLost) or time.monotonic() >= deadline  # none to wait for
-            self._on_failure(exc, final and last)
-            if last:
-                return
-            if pause == 1.0:
-                log.warning("the stage has ended; waiting up to %.0f s for %s to answer",
-                            deadline - time.monotonic(), redact_url(self._uri))
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(2 * pause, 15.0)
+
+        def attempt() -> None:
+            if (exc := self._send_all()) is not None:
+                self._on_failure(exc, False)  # on disk, in order
+                raise exc
+
+        try:
+            until_answered(attempt, self._uri, time.monotonic() + (FINAL_WAIT_S if final else 0))
+        except Exception as exc:
+            if final:
+                self._on_failure(exc, True)
+            return
         if self._failing:
             log.warning("metric logging to %s recovered: every value was sent",
                         redact_url(self._uri))

@@ -32,7 +32,7 @@ from typing import Any
 from metafgnet.credentials import auth_hint, redact_url
 from metafgnet.params import Params, TrackingParams
 from metafgnet.provenance import repo_root
-from metafgnet.tracking import run_tags
+from metafgnet.tracking import buffer, run_tags
 from metafgnet.tracking.buffer import MetricBuffer
 from metafgnet.tracking.datasets import metric_dataset, prepared_datasets
 from metafgnet.tracking.experiment import resolve_target
@@ -264,6 +264,7 @@ class StageRun:
 
     def _finish(self) -> None:
         recorder = self._ready()
+        deadline = time.monotonic() + buffer.FINAL_WAIT_S
         try:
             self._buffer.flush(final=True)
             if self._deferred_error is not None:
@@ -273,7 +274,7 @@ class StageRun:
         except Exception as exc:
             self._fail(exc)
             raise
-        recorder.finish()
+        buffer.until_answered(recorder.finish, self.tracking_uri, deadline)
         self._close()
 
     def _fail(self, exc: BaseException) -> None:
