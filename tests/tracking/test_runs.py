@@ -13,9 +13,8 @@ import pytest
 from metafgnet.params import TrackingParams, parse_params
 from metafgnet.tracking import StageRun, TrackingError, is_training_stage, stage_run
 from metafgnet.tracking.experiment import open_session
-from metafgnet.tracking.parent import find_or_create_parent, parent_name
 from metafgnet.tracking.run_tags import all_params, provenance_tags
-from metafgnet.tracking.writer import RunSpec
+from metafgnet.tracking.writer import RunSpec, find_or_create_parent, parent_name
 
 PARAMS = parse_params({"seed": 7, "meta": {"order": "first", "inner_lr": 0.05}})
 

@@ -15,18 +15,19 @@ A stage script (one process of ``dvc repro`` / ``dvc exp run``)::
     # the champion's, else "challenger"; tag registry.decision
     # open_stage: run.log_datasets(prepared_data)  -> the splits as MLflow dataset inputs
 
-Where runs go: :mod:`.uri`; which processes share a parent run: :mod:`.execution`; parent and
-child runs, failures: :mod:`.parent`, :mod:`.runs`; tag keys, provenance tags and flattened
-params: :mod:`.run_tags`; every MLflow call of a stage run: :mod:`.recorder`, made by the execution's tracking agent
+Where runs go: :mod:`.uri`; which processes share a parent run: :mod:`.execution`; child runs
+and failures: :mod:`.runs`; how every run (a stage's, its execution's parent) is created and
+ended: :mod:`.writer`; tag keys, provenance tags and flattened params: :mod:`.run_tags`; every
+MLflow call of a stage run: :mod:`.recorder`, made by the execution's tracking agent
 (:mod:`.agent`) or, with ``tracking.agent: false``, by the stage process (a new kind of call is a
 public method of ``Recorder`` with plain-data arguments: the agent dispatches it and the stage's
-run, :class:`.runs.StageRun`, forwards it, a no-op when nothing is recorded); how every run is
-created and ended: :mod:`.writer`; models, their metrics
-and the registry's champion rule: :mod:`.models`; dataset inputs: :mod:`.datasets`; offline
-mode: :mod:`.experiment`.
+run, :class:`.runs.StageRun`, forwards it, a no-op when nothing is recorded); models, their
+metrics and the registry's champion rule: :mod:`.models`; dataset inputs: :mod:`.datasets`;
+offline mode: :mod:`.experiment`.
 
 Importing this package does not import MLflow (a large import, paid only where records are
-made); it only turns MLflow's telemetry off and bounds its HTTP retries in the environment (``setdefault``: explicit settings win).
+made); it only turns MLflow's telemetry off and bounds its HTTP retries in the environment
+(``setdefault``: explicit settings win).
 """
 
 from metafgnet.tracking.execution import EXECUTION_ENV, execution_id

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from metafgnet.credentials import redact_url
+from metafgnet.io import user_runtime_dir
 from metafgnet.tracking.uri import AgentLost, TrackingError
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,6 @@ FLUSH_SECONDS = 10.0
 MAX_PENDING = 1000  # MLflow accepts at most 1000 metrics per batch
 MAX_BACKLOG = 200_000  # values spooled while the server is away before the stage fails
 FINAL_WAIT_S = 300.0  # how long the end of a stage waits for the server to answer again
-
-
-def spool_dir() -> Path:
-    """Where values wait while the tracking server does not answer."""
-    from metafgnet.io import user_runtime_dir
-
-    return user_runtime_dir() / "metric-spool"
 
 
 def until_answered(call: Callable[[], object], uri: str, deadline: float) -> None:
@@ -109,9 +103,20 @@ class MetricBuffer:
             return
 
         def attempt() -> None:
-            if (exc := self._send_all()) is not None:
-                self._on_failure(exc, False)  # on disk, in order
-                raise exc
+            """Spooled values, then waiting ones; on a failed send, all of them on disk, in
+            order, and the error raised."""
+            self._last_flush = time.monotonic()
+            try:
+                if self._spooled:
+                    values = self._read_spool()
+                    try:
+                        self._send(values)
+                    finally:  # what the server took leaves the file, the rest stays in order
+                        self._rewrite_spool(values)
+                self._send(self._pending)
+            except Exception as exc:  # the MLflow client raises several types
+                self._on_failure(exc, False)
+                raise
 
         try:
             until_answered(attempt, self._uri, time.monotonic() + (FINAL_WAIT_S if final else 0))
@@ -124,21 +129,6 @@ class MetricBuffer:
                         redact_url(self._uri))
             self._failing = False
 
-    def _send_all(self) -> Exception | None:
-        """Spooled values, then waiting ones; the error of a send that failed, or None."""
-        self._last_flush = time.monotonic()
-        try:
-            if self._spooled:
-                values = self._read_spool()
-                try:
-                    self._send(values)
-                finally:  # what the server took leaves the file, the rest stays in order
-                    self._rewrite_spool(values)
-            self._send(self._pending)
-        except Exception as exc:  # the MLflow client raises several types
-            return exc
-        return None
-
     def _send(self, values: list) -> None:
         """Send ``values`` in batches, each removed from the list once the server took it."""
         while values:
@@ -146,10 +136,6 @@ class MetricBuffer:
             self._sink.log_metrics(batch)
             self.requests += 1
             del values[: len(batch)]
-
-    def _spool_path(self) -> Path:
-        key = hashlib.sha256(f"{self._uri}\n{self._run_id}".encode()).hexdigest()[:16]
-        return spool_dir() / f"{self._run_id}-{key}.jsonl"
 
     def _read_spool(self) -> list:
         with self._spool.open() as fh:
@@ -167,7 +153,8 @@ class MetricBuffer:
     def _write_spool(self, values: list) -> None:
         """Append ``values`` to the spool file (each value on disk when this returns)."""
         if self._spool is None:
-            self._spool = self._spool_path()
+            key = hashlib.sha256(f"{self._uri}\n{self._run_id}".encode()).hexdigest()[:16]
+            self._spool = user_runtime_dir() / "metric-spool" / f"{self._run_id}-{key}.jsonl"
             self._spool.parent.mkdir(parents=True, exist_ok=True)
         with self._spool.open("a") as fh:
             fh.writelines(json.dumps(list(v)) + "\n" for v in values)
@@ -179,13 +166,11 @@ class MetricBuffer:
         waiting = self._spooled + len(self._pending)
         message = (f"could not log {waiting} metric values of run {self._run_id} to "
                    f"{redact_url(self._uri)}: {exc}")
-        if waiting > MAX_BACKLOG:
-            self._write_spool(self._pending)
-            self._pending.clear()
-            raise TrackingError(f"{message}\nMore than {MAX_BACKLOG} values waited for the "
-                                f"server; they are in {self._spool}") from exc
         self._write_spool(self._pending)
         self._pending.clear()
+        if waiting > MAX_BACKLOG:
+            raise TrackingError(f"{message}\nMore than {MAX_BACKLOG} values waited for the "
+                                f"server; they are in {self._spool}") from exc
         if final:
             raise TrackingError(f"{message}\nThey are kept in {self._spool} (one JSON "
                                 "[key, value, timestamp_ms, step] per line).") from exc

@@ -27,9 +27,15 @@ from metafgnet.tracking.experiment import Session, Target, connect, store_lock
 from metafgnet.tracking.models import SCORE_METRIC, Decision, model_metrics
 from metafgnet.tracking.models import log_model as _log_model
 from metafgnet.tracking.models import register_model as _register_model
-from metafgnet.tracking.parent import find_or_create_parent, mark_parent
 from metafgnet.tracking.uri import TrackingError
-from metafgnet.tracking.writer import RunSpec, end_run, error_text, start_run
+from metafgnet.tracking.writer import (
+    RunSpec,
+    end_run,
+    error_text,
+    find_or_create_parent,
+    mark_parent,
+    start_run,
+)
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ agent (:mod:`metafgnet.tracking.agent`), so the stage process never imports MLfl
 ``tracking.agent: false`` one in this process. Metrics logged meanwhile wait in memory; other
 calls wait for the run. The child run is named after the stage and carries the params sections
 the stage reads (dotted keys), ``seed`` and the provenance tags of
-:mod:`metafgnet.tracking.run_tags`; see :mod:`metafgnet.tracking.parent` for the parent.
+:mod:`metafgnet.tracking.run_tags`; see :mod:`metafgnet.tracking.writer` for the parent.
 
 A stage that raises ends its child run FAILED (KILLED on Ctrl-C or SIGTERM) with the error as the ``error``
 tag and ``error/traceback.txt``, and marks the parent FAILED with ``failed_stage``.
@@ -37,10 +37,9 @@ from metafgnet.tracking.buffer import MetricBuffer
 from metafgnet.tracking.datasets import metric_dataset, prepared_datasets
 from metafgnet.tracking.experiment import resolve_target
 from metafgnet.tracking.models import DEFAULT_ALIAS, check_alias
-from metafgnet.tracking.parent import parent_name
 from metafgnet.tracking.recorder import LIFECYCLE, Opened, Recorder, StageSpec, operations
 from metafgnet.tracking.uri import TrackingError
-from metafgnet.tracking.writer import RunSpec
+from metafgnet.tracking.writer import RunSpec, parent_name
 
 log = logging.getLogger(__name__)
 
