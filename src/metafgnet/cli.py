@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from metafgnet.compare import cli as compare_cli
-from metafgnet.params import ParamsError, load_params, to_dict
+from metafgnet.errors import EXIT_CODE, UserError
+from metafgnet.params import load_params, to_dict
 from metafgnet.tuning import cli as tuning_cli
 
 
@@ -49,13 +50,9 @@ def _preset_list(args: argparse.Namespace) -> int:
 
 
 def _preset_apply(args: argparse.Namespace) -> int:
-    from metafgnet.presets import UncommittedEditsError, apply_preset
+    from metafgnet.presets import apply_preset
 
-    try:
-        kept = apply_preset(args.name, args.output, force=args.force)
-    except UncommittedEditsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    kept = apply_preset(args.name, args.output, force=args.force)
     how = "updated in place, comments kept" if kept else "written whole"
     print(f"wrote {args.output} from preset {args.name} ({how}); "
           f"run `dvc repro` (or `make run`)")
@@ -72,14 +69,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _plots(args: argparse.Namespace) -> int:
-    from metafgnet.errors import UserError
     from metafgnet.reporting.dvc_plots import render
 
-    try:
-        page = render(args.revs, Path(args.out))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    page = render(args.revs, Path(args.out))
     print(f"wrote {page} (offline: no network needed to view it)")
     return 0
 
@@ -132,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ParamsError as exc:
+    except UserError as exc:  # the message names the problem and its fix: no traceback
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -57,19 +57,10 @@ def _dump(doc: CommentedMap) -> str:
     return buf.getvalue()
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):  # before numbers: True == 1
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "str"
-    return "none" if value is None else type(value).__name__
-
-
 def _same(old: Any, new: Any) -> bool:
-    """Whether the file's scalar ``old`` already holds ``new`` (then its spelling is kept)."""
-    return _kind(old) == _kind(new) and old == new
+    """Whether the file's scalar ``old`` already holds ``new`` (then its spelling is kept); a
+    bool never holds a number, though ``True == 1``."""
+    return old == new and isinstance(old, bool) == isinstance(new, bool)
 
 
 def _node(value: Any) -> Any:

@@ -38,24 +38,19 @@ from metafgnet.training.runtime import shared_threads, usable_cores
 def _compare(args: argparse.Namespace) -> int:
     command = "metafgnet compare " + shlex.join(sys.argv[2:])
     out = Path(args.out)
-    try:
-        if args.jobs < 1:
-            raise GridError(f"--jobs {args.jobs}: at least 1")
-        grid = parse_grid(args.set, args.seeds, parse_vary(args.vary))
-        validate_grid(grid, Path(args.params))
-        params = load_params(args.params)
-        if not args.collect_only:
-            run_grid(grid, args.jobs, threads=_threads(grid, params.runtime.num_threads,
-                                                       args.jobs),
-                     logs=out / "failed", poll_s=args.poll_s)
-        records = experiments()
-        missing = [p.name for p in grid.points() if p.name not in records]
-        if missing:
-            raise GridError("grid points without results (run without --collect-only): "
-                            + ", ".join(missing))
-    except GridError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.jobs < 1:
+        raise GridError(f"--jobs {args.jobs}: at least 1")
+    grid = parse_grid(args.set, args.seeds, parse_vary(args.vary))
+    validate_grid(grid, Path(args.params))
+    params = load_params(args.params)
+    if not args.collect_only:
+        run_grid(grid, args.jobs, threads=_threads(grid, params.runtime.num_threads, args.jobs),
+                 logs=out / "failed", poll_s=args.poll_s)
+    records = experiments()
+    missing = [p.name for p in grid.points() if p.name not in records]
+    if missing:
+        raise GridError("grid points without results (run without --collect-only): "
+                        + ", ".join(missing))
     summary = summarise(grid, records)
     print(write(summary, out, command))
     if params.tracking.enabled and not args.no_mlflow:

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import yaml
 
+from metafgnet.errors import UserError
 from metafgnet.io import read_yaml
 from metafgnet.params import ParamsError, deep_merge, parse_params
 
@@ -67,7 +68,7 @@ LEDGER = Path(".dvc") / "tmp" / "metafgnet-compare.json"  # point name -> {"jobs
 WORKER_START_S = 120.0  # a started queue worker that is not running by then is started again
 
 
-class GridError(RuntimeError):
+class GridError(RuntimeError, UserError):
     """A grid that cannot be built or run; the message says which point and what to do."""
 
 

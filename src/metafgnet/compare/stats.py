@@ -24,6 +24,7 @@ seed-to-seed variation shared by both cancels. For the ``n`` paired differences
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections.abc import Sequence
@@ -79,17 +80,10 @@ def seeds_needed(effect: float, sd: float, alpha: float = ALPHA, power: float = 
     deviation ``sd``; NaN when ``sd`` is not positive, ``inf`` beyond :data:`MAX_SEEDS`."""
     if not sd > 0 or not effect > 0:
         return math.nan
-    if t_test_power(effect, sd, 2, alpha) >= power:
-        return 2
-    low, high = 2, 4        # power(low) < power <= power(high), power increases with n
-    while t_test_power(effect, sd, high, alpha) < power:
-        if high >= MAX_SEEDS:
-            return math.inf
-        low, high = high, min(2 * high, MAX_SEEDS)
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if t_test_power(effect, sd, mid, alpha) >= power else (mid, high)
-    return high
+    counts = range(2, MAX_SEEDS + 1)  # power increases with n: bisect for the first enough
+    first = bisect.bisect_left(counts, True,
+                               key=lambda n: t_test_power(effect, sd, n, alpha) >= power)
+    return counts[first] if first < len(counts) else math.inf
 
 
 def bootstrap_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,

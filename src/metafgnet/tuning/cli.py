@@ -20,19 +20,11 @@ import logging
 import sys
 from pathlib import Path
 
+from metafgnet.errors import UserError
 from metafgnet.params import load_params
 
 CLI_OUT = Path("results/tune-cli")
 STAGE_OUT = Path("results/tune")  # the `tune` stage's DVC output: the command never writes it
-
-
-def newest_best(candidates: tuple[Path, ...] = (CLI_OUT, STAGE_OUT)) -> Path:
-    """The most recently written ``best_params.yaml`` of the command's and the stage's."""
-    found = [d / "best_params.yaml" for d in candidates if (d / "best_params.yaml").is_file()]
-    if not found:
-        raise FileNotFoundError("no best_params.yaml in " + " or ".join(map(str, candidates))
-                                + ": run `metafgnet tune` (or `dvc repro tune`) first")
-    return max(found, key=lambda p: p.stat().st_mtime_ns)
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -40,9 +32,8 @@ def _tune(args: argparse.Namespace) -> int:
     from metafgnet.tuning.study import StudyMismatch
 
     if Path(args.out).resolve() == STAGE_OUT.resolve():
-        print(f"error: --out {args.out} is the DVC stage `tune`'s output (dvc repro replaces "
-              f"it); choose another folder (default {CLI_OUT})", file=sys.stderr)
-        return 2
+        raise UserError(f"--out {args.out} is the DVC stage `tune`'s output (dvc repro replaces "
+                        f"it); choose another folder (default {CLI_OUT})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     params = with_overrides(load_params(args.params), n_trials=args.n_trials,
                             workers=args.workers, storage=args.storage,
@@ -68,11 +59,15 @@ def _tune(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     from metafgnet.tuning.apply import apply_best
 
-    try:
-        best = Path(args.best) if args.best else newest_best()
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.best:
+        best = Path(args.best)
+    else:  # the newer of the command's and the stage's
+        found = [d / "best_params.yaml" for d in (CLI_OUT, STAGE_OUT)
+                 if (d / "best_params.yaml").is_file()]
+        if not found:
+            raise UserError(f"no best_params.yaml in {CLI_OUT} or {STAGE_OUT}: run "
+                            "`metafgnet tune` (or `dvc repro tune`) first")
+        best = max(found, key=lambda p: p.stat().st_mtime_ns)
     print(f"applying {best}")
     changed = apply_best(best, args.params_file)
     for key, (old, new) in changed.items():

@@ -42,18 +42,6 @@ from metafgnet.tuning.space import suggest, trial_params
 ReportFn = Callable[[int, float], None]
 
 
-class _Inputs(PreparedDatasets):
-    """The datasets of one trial, built as the pipeline's stages build them, and how its loops
-    run."""
-
-    def __init__(self, params: Params, data: Any, device: torch.device):
-        super().__init__(data, params.data)
-        # one process, no checkpoints: a killed trial is failed and re-sampled, not resumed
-        self.loop = LoopRuntime(device, params.seed, loader_kwargs(params.execution, device),
-                                make_autocast(params.runtime, device),
-                                channels_last=params.runtime.channels_last)
-
-
 def run_trial(params: Params, data: Any, init: Path, device: torch.device,
               report: ReportFn | None = None) -> float:
     """Meta-train, (select, meta-train again,) fine-tune; return the best validation top-1.
@@ -63,7 +51,11 @@ def run_trial(params: Params, data: Any, init: Path, device: torch.device,
     pretrained model file. ``report(epoch, best_val_top1_so_far)`` runs after every
     fine-tuning epoch and may raise to stop the trial.
     """
-    trial = _Inputs(params, data, device)
+    sets = PreparedDatasets(data, params.data)  # built as the pipeline's stages build them
+    # one process, no checkpoints: a killed trial is failed and re-sampled, not resumed
+    loop = LoopRuntime(device, params.seed, loader_kwargs(params.execution, device),
+                       make_autocast(params.runtime, device),
+                       channels_last=params.runtime.channels_last)
     num_classes = len(data.target_classes)
     # Each part starts from ``seed``, as each pipeline stage (a fresh, seeded process) does:
     # the fresh target heads are drawn from the global RNG.
@@ -71,21 +63,21 @@ def run_trial(params: Params, data: Any, init: Path, device: torch.device,
     model, _ = load_model(init, device)
     model.reset_target_head(num_classes)
     model = model.to(device)
-    meta_train(model, trial.target("train", "random_resized_crop"),
-               trial.auxiliary("random_resized_crop"), params.meta, trial.loop)
+    meta_train(model, sets.target("train", "random_resized_crop"),
+               sets.auxiliary("random_resized_crop"), params.meta, loop)
 
     if params.tune.budget.selection:
-        scores = score_auxiliary(model, trial.auxiliary(None), device=device,
+        scores = score_auxiliary(model, sets.auxiliary(None), device=device,
                                  batch_size=params.select.batch_size,
-                                 loader_kwargs=trial.loop.loader_kwargs)  # (N,)
+                                 loader_kwargs=loop.loader_kwargs)  # (N,)
         keep = select(scores, params.select)  # (N,) bool
         records = [r for r, k in zip(data.auxiliary, keep.tolist(), strict=True) if k]
         # as the pipeline's meta_train_selected: schedule scaled to the subset
         iterations, milestones = subset_schedule(params.meta, len(records), len(data.auxiliary))
         seed_everything(params.seed)
         model.reset_target_head(num_classes)
-        meta_train(model, trial.target("train", "random_resized_crop"),
-                   trial.auxiliary("random_resized_crop", records), params.meta, trial.loop,
+        meta_train(model, sets.target("train", "random_resized_crop"),
+                   sets.auxiliary("random_resized_crop", records), params.meta, loop,
                    iterations=iterations, milestones=milestones)
 
     best = -1.0
@@ -96,8 +88,8 @@ def run_trial(params: Params, data: Any, init: Path, device: torch.device,
         if report is not None:
             report(epoch, best)
 
-    fit = finetune(model, trial.target("train", "random_crop"), trial.target("val", None),
-                   params.finetune, trial.loop, on_epoch=on_epoch, restore_best=False)
+    fit = finetune(model, sets.target("train", "random_crop"), sets.target("val", None),
+                   params.finetune, loop, on_epoch=on_epoch, restore_best=False)
     return float(fit.best_val_top1)
 
 

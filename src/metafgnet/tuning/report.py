@@ -45,29 +45,26 @@ def _best_yaml(values: dict[str, Any], header: list[str]) -> str:
     return "".join(f"# {line}\n" for line in header) + body
 
 
-def trial_rows(study) -> list[dict]:
-    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
-             "duration_s": t.duration.total_seconds() if t.duration else None,
-             "budget_overflow": bool(t.user_attrs.get("budget_overflow", False))}
-            for t in study.get_trials(deepcopy=False)]
-
-
 def summarize(study, params: Params, storage: str) -> dict:
     """The study as a JSON-able dict (the source of ``summary.json`` / ``summary.md``)."""
-    from metafgnet.tuning.study import counts
+    from metafgnet.tuning.study import OVERFLOW_ATTR, counts
 
-    state = counts(study)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
     best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
     return {
         "study_name": study.study_name, "storage": storage, "direction": "maximize",
         "metric": "best validation top-1 over the fine-tuning epochs (validation split)",
-        "n_trials_budget": params.tune.n_trials, "states": state,
+        "n_trials_budget": params.tune.n_trials, "states": counts(study),
         "budget": to_dict(params.tune.budget), "space": describe(params.tune),
         "best": None if best is None else {"number": best.number, "value": best.value,
                                            "params": best.params},
-        "trials": trial_rows(study),
+        "trials": [{"number": t.number, "state": t.state.name, "value": t.value,
+                    "params": t.params,
+                    "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+                    "duration_s": t.duration.total_seconds() if t.duration else None,
+                    "budget_overflow": bool(t.user_attrs.get(OVERFLOW_ATTR, False))}
+                   for t in trials],
     }
 
 

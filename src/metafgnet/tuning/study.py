@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections import Counter
 
 from metafgnet.credentials import redact_url
 from metafgnet.params import Params
@@ -103,10 +104,7 @@ def open_study(params: Params, url: str, *, sampler=None, storage=None):
 
 def counts(study) -> dict[str, int]:
     """Number of trials per state name."""
-    out: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        out[trial.state.name] = out.get(trial.state.name, 0) + 1
-    return out
+    return dict(Counter(trial.state.name for trial in study.get_trials(deepcopy=False)))
 
 
 def fail_stale(study) -> None:
