@@ -30,8 +30,8 @@ from metafgnet.training import (
     seed_everything,
     setup_runtime,
     target_pairs,
-    train_loader,
 )
+from metafgnet.training.batches import BatchStream
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -140,7 +140,7 @@ def _vectors(n, k, seed):
 def _first_batches(tds, ads, meta, seed):
     """T_i, T_j, S of step 0, drawn with the loop's own seeded streams."""
     t_i, t_j = next(target_pairs(tds, meta.batch_size, seed=derive_seed(seed, "target")))
-    s = next(iter(train_loader(ads, meta.aux_batch_size, seed=derive_seed(seed, "aux"))))
+    s = next(BatchStream(ads, meta.aux_batch_size, seed=derive_seed(seed, "aux")).endless())
     return t_i, t_j, s
 
 

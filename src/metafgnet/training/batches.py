@@ -108,38 +108,25 @@ class EpochPlan:
 
 class ShardedBatchSampler(Sampler[list[ItemKey]]):
     """Batch sampler over global batches ``[start, stop)`` (``stop=None``: endless), keeping
-    this rank's slice of each segment of every batch.
-
-    ``cycle_epochs=True`` instead makes every ``iter()`` yield the NEXT whole epoch (the
-    classic reshuffling ``DataLoader``, used by :func:`train_loader`).
-    """
+    this rank's slice of each segment of every batch."""
 
     def __init__(self, plan: EpochPlan, *, segments: Sequence[int] | None = None, rank: int = 0,
-                 world_size: int = 1, start: int = 0, stop: int | None = None,
-                 cycle_epochs: bool = False) -> None:
+                 world_size: int = 1, start: int = 0, stop: int | None = None) -> None:
         self.plan = plan
         self.segments = list(segments) if segments is not None else [plan.batch_size]
         for length in self.segments:
             check_divisible(length, world_size, "batch size")
         self.rank, self.world_size = rank, world_size
-        self.start, self.stop, self.cycle_epochs = start, stop, cycle_epochs
-        self._next_epoch = 0
+        self.start, self.stop = start, stop
 
     def __iter__(self) -> Iterator[list[ItemKey]]:
-        start, stop = self.start, self.stop
-        if self.cycle_epochs:
-            bpe = self.plan.batches_per_epoch
-            start, stop = self._next_epoch * bpe, (self._next_epoch + 1) * bpe
-            self._next_epoch += 1
-        counter = start
-        while stop is None or counter < stop:
+        counter = self.start
+        while self.stop is None or counter < self.stop:
             yield shard_segments(self.plan.batch(counter), self.segments, self.rank,
                                  self.world_size)
             counter += 1
 
     def __len__(self) -> int:
-        if self.cycle_epochs:
-            return self.plan.batches_per_epoch
         if self.stop is None:
             raise TypeError("an endless batch sampler has no length")
         return max(0, self.stop - self.start)
@@ -163,59 +150,27 @@ class BatchStream:
         self.loader_kwargs = dict(loader_kwargs or {})
         self.batches_per_epoch = self.plan.batches_per_epoch
 
-    def loader(self, start: int = 0, stop: int | None = None, *,
-               cycle_epochs: bool = False) -> DataLoader:
+    def loader(self, start: int = 0, stop: int | None = None) -> DataLoader:
         sampler = ShardedBatchSampler(self.plan, segments=self.segments, rank=self.rank,
-                                      world_size=self.world_size, start=start, stop=stop,
-                                      cycle_epochs=cycle_epochs)
+                                      world_size=self.world_size, start=start, stop=stop)
         # the generator only seeds the workers' base seed; it keeps the global RNG untouched
         return DataLoader(SeededItems(self.ds), batch_sampler=sampler,
                           generator=torch.Generator().manual_seed(self.seed),
                           worker_init_fn=_seed_worker, **self.loader_kwargs)
-
-    def epoch(self, epoch: int, position: int = 0) -> DataLoader:
-        """Batches ``position ..`` of epoch ``epoch`` (a resumed epoch skips what was done)."""
-        bpe = self.batches_per_epoch
-        return self.loader(epoch * bpe + position, (epoch + 1) * bpe)
 
     def endless(self, start: int = 0) -> Iterator[Batch]:
         """Every batch from global batch ``start`` on, across epochs, forever."""
         return iter(self.loader(start, None))
 
 
-def train_loader(
-    ds: Dataset, batch_size: int, *, seed: int, loader_kwargs: dict | None = None
-) -> DataLoader:
-    """Shuffled, ``drop_last`` loader whose order is a function of ``seed`` alone; each
-    ``iter()`` is the next epoch (epoch ``e`` as in :class:`EpochPlan`).
-
-    ``loader_kwargs`` (``num_workers``, ``pin_memory``, ``prefetch_factor``, ...) pass through.
-    Raises when ``ds`` cannot fill a single batch.
-    """
-    return BatchStream(ds, batch_size, seed=seed, loader_kwargs=loader_kwargs).loader(
-        cycle_epochs=True)
-
-
-def endless(loader: DataLoader) -> Iterator[Batch]:
-    """Batches of ``loader`` forever: a new (reshuffled) epoch starts when one ends."""
-    while True:
-        yield from loader
-
-
-def split_pair(batch: Batch, batch_size: int) -> tuple[Batch, Batch]:
-    """``T_i`` = first ``batch_size`` items, ``T_j`` = the next ``batch_size`` (disjoint)."""
-    x, y = batch  # (2B, C, H, W), (2B,)
-    if x.shape[0] != 2 * batch_size:
-        raise ValueError(f"expected a batch of {2 * batch_size}, got {x.shape[0]}")
-    return (x[:batch_size], y[:batch_size]), (x[batch_size:], y[batch_size:])
-
-
 def pair_stream(stream: BatchStream, local_batch_size: int, start: int = 0
                 ) -> Iterator[tuple[Batch, Batch]]:
-    """Endless ``(T_i, T_j)`` pairs of a stream with segments ``[B, B]``, from batch ``start``;
-    ``local_batch_size`` is this rank's share of ``B``."""
-    for batch in stream.endless(start):
-        yield split_pair(batch, local_batch_size)
+    """Endless ``(T_i, T_j)`` pairs of a stream with segments ``[B, B]``, from batch ``start``:
+    ``T_i`` the first ``local_batch_size`` items (this rank's share of ``B``), ``T_j`` the rest
+    (disjoint)."""
+    b = local_batch_size
+    for x, y in stream.endless(start):  # (2b, C, H, W), (2b,)
+        yield (x[:b], y[:b]), (x[b:], y[b:])
 
 
 def target_pairs(

@@ -1,10 +1,10 @@
 """Resumable training: periodic and on-SIGTERM checkpoints, atomic and verified.
 
-One mechanism for every loop (meta-training, pretraining, fine-tuning, joint). A loop makes a
-:class:`Checkpointer` for its ``checkpoint_dir`` and a *fingerprint* of what it was asked to do,
-calls :meth:`Checkpointer.restore` once before its first step, and at each step boundary
-:meth:`Checkpointer.save` when ``checkpoint_every`` steps are done or a stop was requested
-(SIGTERM, :mod:`metafgnet.training.preemption`).
+One mechanism for every loop (meta-training, pretraining, fine-tuning, joint): a loop makes a
+:class:`LoopState` (a :class:`Checkpointer` for its ``checkpoint_dir`` and a *fingerprint* of
+what it was asked to do), restores it once before its first step, and at each step boundary
+saves when ``checkpoint_every`` steps are done or a stop was requested (SIGTERM,
+:mod:`metafgnet.training.preemption`).
 
 Files: ``ckpt-<step>.pt`` (``torch.save`` payload) and a sidecar ``ckpt-<step>.json`` with the
 payload's SHA-256 and size, the step and the fingerprint digest. Both are written to a temporary
@@ -49,34 +49,22 @@ import os
 import pickle
 import random
 import re
+import signal
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from metafgnet.distributed.collectives import module_state_tensors
 from metafgnet.distributed.context import SINGLE, DistContext
 from metafgnet.io import write_bytes
-from metafgnet.training.preemption import StopRequest, TrainingInterrupted, stop_requests
-
-__all__ = [
-    "CheckpointWarning",
-    "Checkpointer",
-    "StopRequest",
-    "TrainingInterrupted",
-    "checkpoint_steps",
-    "fingerprint",
-    "model_signature",
-    "paths_for",
-    "read_verified",
-    "remove_checkpoints",
-    "restore_training_state",
-    "rng_state",
-    "set_rng_state",
-    "stop_requests",
-    "training_state",
-]
+from metafgnet.progress import Progress
+from metafgnet.training.monitor import WindowMean
+from metafgnet.training.preemption import StopRequest, TrainingInterrupted
+from metafgnet.training.runtime import LoopRuntime
 
 log = logging.getLogger("metafgnet")
 
@@ -90,15 +78,6 @@ class CheckpointWarning(UserWarning):
 
 
 # ------------------------------------------------------------------------------ fingerprint
-def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
-    """A JSON-canonical copy of ``config`` (what a checkpoint must have been made under)."""
-    return json.loads(json.dumps(config, sort_keys=True, default=str))
-
-
-def fingerprint_digest(fp: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
-
-
 def model_signature(model: torch.nn.Module) -> str:
     """Digest of the names, shapes and dtypes of every state tensor of ``model``."""
     spec = [(k, list(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
@@ -197,15 +176,15 @@ class Checkpointer:
     """Writes and restores one loop's checkpoints in ``directory`` (``None``: all no-ops)."""
 
     def __init__(self, directory: str | Path | None, *, every: int, config: dict[str, Any],
-                 dist: DistContext = SINGLE, keep: int = KEEP) -> None:
+                 dist: DistContext = SINGLE) -> None:
         if every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {every}")
-        if keep < 1:
-            raise ValueError(f"keep must be >= 1, got {keep}")
         self.directory = None if directory is None else Path(directory)
-        self.every, self.dist, self.keep = every, dist, keep
-        self.fingerprint = fingerprint(config)
-        self.digest = fingerprint_digest(self.fingerprint)
+        self.every, self.dist = every, dist
+        # a JSON-canonical copy of ``config``: what a checkpoint must have been made under
+        self.fingerprint = json.loads(json.dumps(config, sort_keys=True, default=str))
+        self.digest = hashlib.sha256(
+            json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()
         self._revision: str | None = None
 
     @property
@@ -271,7 +250,7 @@ class Checkpointer:
 
     def save(self, steps_done: int, state: dict[str, Any]) -> Path | None:
         """Write ``state`` as the checkpoint after ``steps_done`` steps (rank 0); keep the last
-        ``keep``. Every rank returns the payload path (None without a directory)."""
+        :data:`KEEP`. Every rank returns the payload path (None without a directory)."""
         if self.directory is None:
             return None
         payload_path, sidecar_path = paths_for(self.directory, steps_done)
@@ -296,27 +275,65 @@ class Checkpointer:
         return payload_path
 
     def _prune(self) -> None:
-        for step in checkpoint_steps(self.directory)[self.keep:]:
+        for step in checkpoint_steps(self.directory)[KEEP:]:
             for p in paths_for(self.directory, step):
                 p.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ loop state
-def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, curves: list,
-                   window, schedule, **extra: Any) -> dict[str, Any]:
-    """What every loop saves: model, optimizer (momentum buffers), schedule, curves, the
-    partial logging window, all RNG states, plus loop-specific ``extra`` entries."""
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "curves": list(curves),
-            "window": window.state_dict(), "rng": rng_state(), **extra}
+class LoopState:
+    """What every training loop saves and resumes, and what it does at a step boundary.
 
+    Made once the model is on its device and its optimizer exists: every rank then holds rank
+    0's weights, and the checkpoints are fingerprinted with ``config`` (its ``loop`` names the
+    loop) plus the world size, the model's shapes and ``loop.fingerprint_extra``.
+    :meth:`restore` loads the newest good checkpoint in place. While :meth:`running`, SIGTERM
+    requests a stop; :meth:`boundary` saves model, optimizer (momentum buffers), schedule,
+    :attr:`curves`, the partial logging :attr:`window`, every RNG state and loop-specific
+    extras when a checkpoint is due or a stop was requested, and then raises
+    :class:`TrainingInterrupted` when stopping.
+    """
 
-def restore_training_state(state: dict[str, Any], model: torch.nn.Module,
-                           optimizer: torch.optim.Optimizer, window) -> list:
-    """Load a :func:`training_state` payload in place; return the curves so far. The RNG
-    states are restored last, so nothing done here draws from them afterwards."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    window.load_state_dict(state["window"])
-    set_rng_state(state["rng"])
-    return list(state["curves"])
+    def __init__(self, loop: LoopRuntime, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, schedule, config: dict[str, Any]) -> None:
+        dist = self.dist = loop.dist
+        dist.broadcast_(module_state_tensors(model))  # every rank starts from rank 0's weights
+        self.ckpt = Checkpointer(loop.checkpoint_dir, every=loop.checkpoint_every, dist=dist, config={
+            **config, "world_size": dist.world_size, "model": model_signature(model),
+            "extra": loop.fingerprint_extra})
+        self.name, self.model = config["loop"], model
+        self.optimizer, self.schedule = optimizer, schedule
+        self.window, self.curves, self.step = WindowMean(), [], 0
+        self.stop = StopRequest(self.ckpt.enabled)
+
+    def restore(self) -> dict | None:
+        """Load the newest good checkpoint (:meth:`Checkpointer.restore`) into the model, the
+        optimizer, :attr:`window`, :attr:`curves` and :attr:`step`, the RNG states last (nothing
+        here draws from them afterwards); return its payload, or None to start fresh."""
+        payload = self.ckpt.restore()
+        if payload is not None:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.window.load_state_dict(payload["window"])
+            set_rng_state(payload["rng"])
+            self.curves, self.step = list(payload["curves"]), payload["step"]
+        return payload
+
+    @contextlib.contextmanager
+    def running(self, total: int) -> Iterator[Progress]:
+        """SIGTERM handling and the progress of ``total`` steps, from :attr:`step` on."""
+        with self.stop, Progress(self.name, total, unit="step", initial=self.step,
+                                 enabled=self.dist.is_main) as bar:
+            yield bar
+
+    def boundary(self, steps_done: int, stopping: bool, **extra: Any) -> None:
+        """After ``steps_done`` steps: checkpoint when due or ``stopping`` (any rank asked to
+        stop), then raise :class:`TrainingInterrupted` when stopping."""
+        if not (self.ckpt.due(steps_done) or stopping):
+            return
+        path = self.ckpt.save(steps_done, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "curves": list(self.curves),
+            "window": self.window.state_dict(), "rng": rng_state(), **extra})
+        if stopping:
+            raise TrainingInterrupted(steps_done, path, self.stop.signum or signal.SIGTERM)

@@ -55,7 +55,6 @@ averaged after every step. Only rank 0 calls ``on_step`` and writes checkpoints.
 from __future__ import annotations
 
 import contextlib
-import signal
 from collections.abc import Callable
 
 import torch
@@ -65,20 +64,12 @@ from torch.func import functional_call
 from torch.utils.data import Dataset
 
 from metafgnet.distributed import SINGLE, DistContext, check_divisible, sync_step
-from metafgnet.distributed.collectives import float_buffers, module_state_tensors
+from metafgnet.distributed.collectives import float_buffers
 from metafgnet.meta import Batch, MetaGradients, meta_gradients
 from metafgnet.params import MetaParams, to_dict
-from metafgnet.progress import Progress
 from metafgnet.training.batches import BatchStream, pair_stream, to_device
-from metafgnet.training.checkpointing import (
-    Checkpointer,
-    TrainingInterrupted,
-    model_signature,
-    restore_training_state,
-    stop_requests,
-    training_state,
-)
-from metafgnet.training.monitor import WindowMean, fetch_finite, grad_norm
+from metafgnet.training.checkpointing import LoopState
+from metafgnet.training.monitor import fetch_finite, grad_norm
 from metafgnet.training.optim import StepDecay, build_sgd, scaled_schedule, set_grads
 from metafgnet.training.runtime import AutocastFactory, LoopRuntime, derive_seed, seed_everything
 
@@ -131,18 +122,14 @@ def meta_train(
     check_divisible(meta.aux_batch_size, dist.world_size, "meta.aux_batch_size")
     seed_everything(seed)
     model.to(device).train()
-    dist.broadcast_(module_state_tensors(model))  # every rank starts from rank 0's weights
     optimizer = build_meta_optimizer(model, meta)
     schedule = StepDecay(optimizer, milestones, meta.lr_decay)
-    ckpt = Checkpointer(loop.checkpoint_dir, every=loop.checkpoint_every, dist=dist, config={
+    state = LoopState(loop, model, optimizer, schedule, {
         "loop": "meta_train", "meta": to_dict(meta), "seed": seed, "iterations": iterations,
-        "milestones": milestones, "world_size": dist.world_size, "target_items": len(target_ds),
-        "aux_items": len(aux_ds), "model": model_signature(model), "extra": loop.fingerprint_extra})
-    window, rows, start = WindowMean(), [], 0
-    resumed = ckpt.restore()
-    if resumed is not None:
-        rows, start = restore_training_state(resumed, model, optimizer, window), resumed["step"]
+        "milestones": milestones, "target_items": len(target_ds), "aux_items": len(aux_ds)})
+    state.restore()
     # the data order is a function of (seed, batch counter): streams restart at ``start``
+    start = state.step
     target_stream = BatchStream(target_ds, 2 * meta.batch_size, seed=derive_seed(seed, "target"),
                                 segments=[meta.batch_size, meta.batch_size], rank=dist.rank,
                                 world_size=dist.world_size, loader_kwargs=loop.loader_kwargs)
@@ -150,9 +137,7 @@ def meta_train(
                              rank=dist.rank, world_size=dist.world_size,
                              loader_kwargs=loop.loader_kwargs)
     pairs, aux_batches = pair_stream(target_stream, local_b, start), aux_stream.endless(start)
-    with (stop_requests(ckpt.enabled) as stop,
-          Progress("meta_train", iterations, unit="step", initial=start,
-                   enabled=dist.is_main) as bar):
+    with state.running(iterations) as bar:
         for step in range(start, iterations):
             # 1. batches (this rank's shards of T_i, T_j and S)
             t_i, t_j = (to_device(b, device, channels_last=loop.channels_last)
@@ -163,22 +148,17 @@ def meta_train(
             # 3.-8. meta-gradient, target_acc, auxiliary gradient, ranks agree, checks, update
             values, stopping = meta_step(model, optimizer, (t_i, t_j, s_batch), inner_lr, meta,
                                          step=step, autocast=loop.autocast, dist=dist,
-                                         stop_requested=stop.requested)
-            window.add(values, images=2 * meta.batch_size + meta.aux_batch_size)
+                                         stop_requested=state.stop.requested)
+            state.window.add(values, images=2 * meta.batch_size + meta.aux_batch_size)
             bar.update()
             if (step + 1) % meta.log_every == 0 or step == iterations - 1:
-                row = _log_row(step, window.summary(), schedule.lrs(), inner_lr)
-                rows.append(row)
+                row = _log_row(step, state.window.summary(), schedule.lrs(), inner_lr)
+                state.curves.append(row)
                 if on_step is not None and dist.is_main:
                     on_step(step, row)
             # 9. step boundary: checkpoint when due or asked to stop
-            if ckpt.due(step + 1) or stopping:
-                path = ckpt.save(step + 1, training_state(
-                    model, optimizer, curves=rows, window=window, schedule=schedule,
-                    inner_lr=inner_lr, data=_data_position(step + 1, target_stream, aux_stream)))
-                if stopping:
-                    raise TrainingInterrupted(step + 1, path, stop.signum or signal.SIGTERM)
-    return rows
+            state.boundary(step + 1, stopping, inner_lr=inner_lr)
+    return state.curves
 
 
 def subset_schedule(meta: MetaParams, kept: int, total: int) -> tuple[int, list[int]]:
@@ -253,12 +233,6 @@ def meta_step(
     # 8. outer update
     _outer_update(model, optimizer, meta_grads, aux_grads, meta)
     return values, agreed.stop
-
-
-def _data_position(steps_done: int, *streams: BatchStream) -> list[dict]:
-    """Where each stream stands (informational: the streams restart from the step alone)."""
-    return [{"epoch": steps_done // s.batches_per_epoch,
-             "position": steps_done % s.batches_per_epoch} for s in streams]
 
 
 def _aux_gradients(

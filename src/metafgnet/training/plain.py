@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import signal
+import operator
 from collections.abc import Callable, Iterable
 
 import torch
@@ -42,20 +42,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from metafgnet.distributed import sharded_evaluate, sync_step
-from metafgnet.distributed.collectives import float_buffers, module_state_tensors
+from metafgnet.distributed.collectives import float_buffers
 from metafgnet.evaluation import evaluate
 from metafgnet.params import JointParams, OptimParams, to_dict
-from metafgnet.progress import Progress
 from metafgnet.training.batches import Batch, BatchStream, to_device
-from metafgnet.training.checkpointing import (
-    Checkpointer,
-    TrainingInterrupted,
-    model_signature,
-    restore_training_state,
-    stop_requests,
-    training_state,
-)
-from metafgnet.training.monitor import WindowMean, fetch_finite
+from metafgnet.training.checkpointing import LoopState
+from metafgnet.training.monitor import fetch_finite
 from metafgnet.training.optim import StepDecay, build_sgd
 from metafgnet.training.runtime import LoopRuntime, derive_seed, seed_everything
 
@@ -80,6 +72,10 @@ class FitResult:
     best_epoch: int
     best_val_top1: float | None
     curves: list[dict]
+
+
+# what a checkpoint keeps of the best epoch so far
+_best = operator.attrgetter("best_state", "best_epoch", "best_val_top1")
 
 
 def pretrain(model: nn.Module, aux_ds: Dataset, optim: OptimParams, loop: LoopRuntime, *,
@@ -196,33 +192,18 @@ def _fit(
     """The shared epoch loop: schedule, train steps, validation, best-state bookkeeping,
     step synchronisation across ranks and checkpoints (module docstring)."""
     dist = loop.dist
-    dist.broadcast_(module_state_tensors(model))  # every rank starts from rank 0's weights
     optimizer = build_sgd(model, lrs, momentum=optim.momentum, weight_decay=optim.weight_decay)
     schedule = StepDecay(optimizer, optim.milestones, optim.lr_decay)
-    ckpt = Checkpointer(loop.checkpoint_dir, every=loop.checkpoint_every, dist=dist, config={
-        **config, "optim": to_dict(optim), "lrs": lrs, "world_size": dist.world_size,
-        "model": model_signature(model), "extra": loop.fingerprint_extra})
-    best = FitResult(best_state={}, best_epoch=-1, best_val_top1=None, curves=[])
-    window, step = WindowMean(), 0  # the one step counter, across epochs
-    resumed = ckpt.restore()
-    if resumed is not None:
-        best.curves = restore_training_state(resumed, model, optimizer, window)
-        best.best_state, best.best_epoch, best.best_val_top1 = resumed["best"]
-        step = resumed["step"]
+    state = LoopState(loop, model, optimizer, schedule,
+                      {**config, "optim": to_dict(optim), "lrs": lrs})
+    resumed = state.restore()
+    best = FitResult(*(({}, -1, None) if resumed is None else resumed["best"]),
+                     curves=state.curves)
+    step, window = state.step, state.window  # the one step counter, across epochs
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     running = float_buffers(model) if dist.enabled else []
-
-    def save(stopping: bool) -> None:
-        path = ckpt.save(step, training_state(
-            model, optimizer, curves=best.curves, window=window, schedule=schedule,
-            best=(best.best_state, best.best_epoch, best.best_val_top1)))
-        if stopping:
-            raise TrainingInterrupted(step, path, stop.signum or signal.SIGTERM)
-
     batches = iter(batches_from(step))
-    total = optim.epochs * steps_per_epoch
-    with (stop_requests(ckpt.enabled) as stop,
-          Progress(config["loop"], total, unit="step", initial=step, enabled=dist.is_main) as bar):
+    with state.running(optim.epochs * steps_per_epoch) as bar:
         for epoch in range(step // steps_per_epoch, optim.epochs):
             schedule.apply(epoch)
             model.train()
@@ -235,7 +216,7 @@ def _fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grads = {n: p.grad for n, p in params.items() if p.grad is not None}
-                agreed = sync_step(dist, [grads], running, terms, stop.requested)
+                agreed = sync_step(dist, [grads], running, terms, state.stop.requested)
                 values = fetch_finite(step, agreed.scalars, where=f"epoch {epoch}, step")
                 if dist.enabled:  # the averaged gradient replaces the local one
                     for n, g in agreed.grads[0].items():
@@ -244,8 +225,8 @@ def _fit(
                 window.add(values, images * dist.world_size)
                 step, position, stopping = step + 1, position + 1, agreed.stop
                 bar.update()
-                if position < steps_per_epoch and (ckpt.due(step) or stopping):
-                    save(stopping)
+                if position < steps_per_epoch:  # an epoch's last batch: after its validation
+                    state.boundary(step, stopping, best=_best(best))
             row = {"epoch": epoch, **window.summary(),
                    **{f"lr_{name}": lr for name, lr in schedule.lrs().items()}}
             if val_ds is not None:
@@ -257,8 +238,7 @@ def _fit(
             best.curves.append(row)
             if on_epoch is not None and dist.is_main:
                 on_epoch(epoch, row)
-            if ckpt.due(step) or stopping:  # a checkpoint on the epoch's last batch goes here
-                save(stopping)
+            state.boundary(step, stopping, best=_best(best))
     if val_ds is None:
         best.best_state, best.best_epoch = _cpu_state(model), optim.epochs - 1
     elif restore_best:

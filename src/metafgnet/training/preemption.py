@@ -11,13 +11,10 @@ every rank after the same step. The grace period must cover one step plus one ch
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from metafgnet.errors import Interrupted
 
@@ -42,15 +39,15 @@ class StopRequest:
     """While entered, SIGTERM sets :attr:`signum` instead of killing the process.
 
     The loop checks :attr:`requested` at each step boundary, writes a checkpoint and raises
-    :class:`TrainingInterrupted`. Handlers can only be installed from the main thread;
-    elsewhere this is inert (the default signal behaviour stays).
+    :class:`TrainingInterrupted`. Installed only when ``enabled`` (a checkpoint directory
+    exists: without somewhere to save, SIGTERM keeps its default, immediate effect) and from the
+    main thread (the only one that may install handlers); otherwise inert.
     """
 
-    SIGNALS = (signal.SIGTERM,)
-
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._installed, self._previous = False, None
 
     @property
     def requested(self) -> bool:
@@ -62,24 +59,12 @@ class StopRequest:
                     "end of this step, then exiting\n".encode())
 
     def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
+        self._installed = self.enabled and threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
-
-
-@contextlib.contextmanager
-def stop_requests(enabled: bool) -> Iterator[StopRequest]:
-    """A :class:`StopRequest` that is installed only when ``enabled`` (a checkpoint dir exists):
-    without somewhere to save, SIGTERM keeps its default, immediate effect."""
-    request = StopRequest()
-    if not enabled:
-        yield request
-        return
-    with request:
-        yield request
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
