@@ -4,15 +4,17 @@ Also the one exclusive file lock (:func:`file_lock`) the processes of one machin
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -202,6 +204,15 @@ class TsvAppender:
             if first:
                 fh.write("\t".join(self.keys) + "\n")
             fh.write("\t".join(_fmt(row.get(k)) for k in self.keys) + "\n")
+
+
+def csv_text(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """A CSV table as text, ``\n`` line ends on every platform (so its digest is the same)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _fmt(value: Any) -> str:

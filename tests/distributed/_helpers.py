@@ -138,9 +138,6 @@ class EmulatedRank(DistContext):
             for t, v in zip(tensors, every[src], strict=True):
                 t.copy_(v)
 
-    def broadcast_object(self, obj, src: int = 0):
-        return self.group.exchange(self.rank, obj)[src]
-
     def all_agree(self, value: int) -> int:
         values = self.group.exchange(self.rank, value)
         if len(set(values)) != 1:

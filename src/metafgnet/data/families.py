@@ -208,4 +208,3 @@ UNRELATED: tuple[Family, ...] = (
         0.8,
     ),
 )
-FAMILIES: dict[str, Family] = {f.name: f for f in (BIRD, *UNRELATED)}

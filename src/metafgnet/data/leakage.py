@@ -19,7 +19,6 @@ The comparison is brute force, ``O(auxiliary × target)`` Hamming distances in b
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import io
@@ -32,6 +31,7 @@ from PIL import Image
 from metafgnet.data.errors import DataError
 from metafgnet.data.images import map_images, to_rgb
 from metafgnet.data.records import Record
+from metafgnet.io import csv_text
 
 TARGET_SPLITS = ("train", "val", "test")
 KINDS = ("exact", "near")
@@ -117,9 +117,4 @@ def leak_counts(leaks: list[Leak], max_distance: int, dropped: int) -> dict:
 
 def leaks_csv(leaks: list[Leak]) -> str:
     """The pairs as CSV (:data:`COLUMNS`; paths as in the manifests)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for leak in leaks:
-        writer.writerow(dataclasses.astuple(leak))
-    return buf.getvalue()
+    return csv_text(COLUMNS, (dataclasses.astuple(leak) for leak in leaks))

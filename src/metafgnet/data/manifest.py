@@ -18,7 +18,7 @@ from pathlib import Path
 
 from metafgnet.data.errors import DataError
 from metafgnet.data.records import Record
-from metafgnet.io import file_digest
+from metafgnet.io import csv_text, file_digest
 
 SPLITS = ("train", "val", "test", "auxiliary")
 MANIFESTS = {
@@ -32,13 +32,8 @@ COLUMNS = ["path", "label", "split"]
 
 
 def manifest_text(records: list[Record], split: str) -> str:
-    """The CSV text of one manifest (``\\n`` line ends, so digests are platform-independent)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for record in records:
-        writer.writerow([record.path, record.label, split])
-    return buf.getvalue()
+    """The CSV text of one manifest."""
+    return csv_text(COLUMNS, ([record.path, record.label, split] for record in records))
 
 
 def sha256_text(text: str) -> str:
@@ -134,9 +129,6 @@ class PreparedData:
             return self.manifest_digests[split]
         records = self.records(split)  # validates the name
         return sha256_text(manifest_text(records, "train" if split == "auxiliary" else split))
-
-    def labels(self, split: str) -> list[int]:
-        return [r.label for r in self.records(split)]
 
 
 def load_prepared(prepared_dir: str | Path, base_dir: str | Path | None = None) -> PreparedData:

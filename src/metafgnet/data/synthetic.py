@@ -19,9 +19,7 @@ written without metadata at a fixed compression level, so one seed gives byte-id
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from metafgnet.data.errors import DataError
 from metafgnet.data.families import BIRD, UNRELATED, Family
 from metafgnet.data.raster import background, downsample, posed_grid, supersampling
 from metafgnet.data.staging import staged_dir
+from metafgnet.io import csv_text
 from metafgnet.params import SyntheticParams
 from metafgnet.progress import Progress
 
@@ -111,17 +110,14 @@ def render(cls: SyntheticClass, params: SyntheticParams, rng: np.random.Generato
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _save_png(arr: np.ndarray, path: Path) -> None:
-    """Deterministic PNG: no metadata chunks, fixed compression level."""
-    Image.fromarray(arr, "RGB").save(path, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
-
-
 def _image(
     params: SyntheticParams, stream: int, cls_index: int, k: int, cls: SyntheticClass, path: Path
 ) -> None:
-    """Render and save image ``k`` of class ``cls_index`` from its own derived generator."""
+    """Render image ``k`` of class ``cls_index`` from its own derived generator and save it as a
+    deterministic PNG (no metadata chunks, fixed compression level)."""
     rng = np.random.default_rng([params.seed, stream, cls_index, k])
-    _save_png(render(cls, params, rng), path)
+    arr = render(cls, params, rng)
+    Image.fromarray(arr, "RGB").save(path, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
 
 
 def _write_target(root: Path, classes: list[SyntheticClass], params: SyntheticParams,
@@ -163,12 +159,8 @@ def _write_auxiliary(root: Path, classes: list[SyntheticClass], params: Syntheti
 
 def truth_csv(classes: list[SyntheticClass]) -> str:
     """``class_name,family,related`` rows for the auxiliary classes, by class name."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["class_name", "family", "related"])
-    for cls in sorted(classes, key=lambda c: c.name):
-        writer.writerow([cls.name, cls.family.name, int(cls.related)])
-    return buf.getvalue()
+    rows = sorted((cls.name, cls.family.name, int(cls.related)) for cls in classes)
+    return csv_text(["class_name", "family", "related"], rows)
 
 
 def generate_synthetic(params: SyntheticParams, out_dir: Path) -> None:

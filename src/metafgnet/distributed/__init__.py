@@ -1,7 +1,7 @@
 """Data-parallel training and inference on ``torch.distributed``, launched with ``torchrun``.
 
 - :mod:`~metafgnet.distributed.context`: the process group (:class:`DistContext`, the no-op
-  :data:`SINGLE`, :func:`init_distributed` / :func:`teardown`, :func:`is_main`);
+  :data:`SINGLE`, :func:`init_distributed` / :func:`teardown`);
 - :mod:`~metafgnet.distributed.sharding`: which slice of a global batch / dataset a rank takes;
 - :mod:`~metafgnet.distributed.step_sync`: the one all-reduce per training step (gradients,
   BatchNorm running statistics, logged scalars, the stop flag);
@@ -18,33 +18,20 @@ from metafgnet.distributed.context import (
     DistContext,
     distributed,
     init_distributed,
-    is_main,
-    launched_by_torchrun,
     teardown,
 )
-from metafgnet.distributed.inference import (
-    gather_in_order,
-    local_shard,
-    sharded_evaluate,
-    sharded_score_auxiliary,
-)
+from metafgnet.distributed.inference import sharded_evaluate, sharded_score_auxiliary
 from metafgnet.distributed.launch import relaunch_under_torchrun, torchrun_command
-from metafgnet.distributed.sharding import check_divisible, shard_bounds, shard_segments
-from metafgnet.distributed.step_sync import StepAgreement, sync_step
+from metafgnet.distributed.sharding import check_divisible, shard_segments
+from metafgnet.distributed.step_sync import sync_step
 
 __all__ = [
     "SINGLE",
     "DistContext",
-    "StepAgreement",
     "check_divisible",
     "distributed",
-    "gather_in_order",
     "init_distributed",
-    "is_main",
-    "launched_by_torchrun",
-    "local_shard",
     "relaunch_under_torchrun",
-    "shard_bounds",
     "shard_segments",
     "sharded_evaluate",
     "sharded_score_auxiliary",

@@ -6,8 +6,7 @@ Runs are launched with ``torchrun`` (one process per GPU, or several CPU process
 CPU) and returns a :class:`DistContext`; a plain ``python`` run gets :data:`SINGLE`, on which
 every collective is a no-op, so library code is written once for both.
 
-Rank 0 alone logs and writes outputs: guard side effects with ``dist.is_main`` (or the
-module-level :func:`is_main` where no context is at hand).
+Rank 0 alone logs and writes outputs: guard side effects with ``dist.is_main``.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as tdist
 
+from metafgnet.distributed.collectives import bucketed_all_reduce_mean, bucketed_broadcast_
 from metafgnet.params import RuntimeParams
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -64,38 +64,26 @@ class DistContext:
         """
         if not self.enabled:
             return list(tensors)
-        from metafgnet.distributed.collectives import bucketed_all_reduce_mean
-
         return bucketed_all_reduce_mean(tensors, self.world_size)
 
     def broadcast_(self, tensors: list[torch.Tensor], src: int = 0) -> None:
         """Overwrite ``tensors`` in place with rank ``src``'s values."""
-        if not self.enabled:
-            return
-        from metafgnet.distributed.collectives import bucketed_broadcast_
-
-        bucketed_broadcast_(tensors, src)
-
-    def broadcast_object(self, obj, src: int = 0):
-        """Rank ``src``'s (picklable) ``obj`` on every rank."""
-        if not self.enabled:
-            return obj
-        box = [obj if self.rank == src else None]
-        tdist.broadcast_object_list(box, src=src, device=self._comm_device())
-        return box[0]
+        if self.enabled:
+            bucketed_broadcast_(tensors, src)
 
     def all_agree(self, value: int) -> int:
         """Check that every rank holds the same integer (e.g. a resumed step); return it."""
         if not self.enabled:
             return value
-        t = torch.tensor([value, -value], dtype=torch.int64, device=self._comm_device())
+        t = torch.tensor([value, -value], dtype=torch.int64, device=self.comm_device())
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
         if int(t[0]) != -int(t[1]):
             raise RuntimeError(f"ranks disagree: values range over [{-int(t[1])}, {int(t[0])}] "
                                f"(rank {self.rank} has {value})")
         return value
 
-    def _comm_device(self) -> torch.device:
+    def comm_device(self) -> torch.device:
+        """Where collective buffers live: this rank's GPU under NCCL, else the CPU."""
         return self.device if self.backend == "nccl" else torch.device("cpu")
 
 
@@ -112,9 +100,7 @@ def wants_cuda(runtime: RuntimeParams) -> bool:
     return runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available())
 
 
-def init_distributed(
-    runtime: RuntimeParams | None = None, *, timeout_s: int = DEFAULT_TIMEOUT_S
-) -> DistContext:
+def init_distributed(runtime: RuntimeParams | None = None) -> DistContext:
     """Join the process group described by the torchrun environment, or return :data:`SINGLE`.
 
     Backend: NCCL when ``runtime.device`` resolves to CUDA (each rank on ``cuda:LOCAL_RANK``),
@@ -149,7 +135,7 @@ def init_distributed(
     if not tdist.is_initialized():
         kwargs = {"device_id": device} if backend == "nccl" else {}
         tdist.init_process_group(backend, rank=rank, world_size=world,
-                                 timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+                                 timeout=datetime.timedelta(seconds=DEFAULT_TIMEOUT_S), **kwargs)
     return DistContext(rank, world, local_rank, local_world, backend, device)
 
 
@@ -160,16 +146,12 @@ def teardown() -> None:
 
 
 @contextlib.contextmanager
-def distributed(runtime: RuntimeParams | None = None, **kwargs) -> Iterator[DistContext]:
+def distributed(runtime: RuntimeParams | None = None) -> Iterator[DistContext]:
     """``with distributed(runtime) as dist:`` = :func:`init_distributed` + :func:`teardown`."""
-    ctx = init_distributed(runtime, **kwargs)
+    ctx = init_distributed(runtime)
     try:
         yield ctx
     finally:
         if ctx.enabled:
             teardown()
 
-
-def is_main() -> bool:
-    """True in rank 0 of the current process group, or when no group was joined."""
-    return not (tdist.is_available() and tdist.is_initialized()) or tdist.get_rank() == 0

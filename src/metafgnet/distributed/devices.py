@@ -108,8 +108,6 @@ def lease_devices(count: int, devices: Sequence[str] | None = None, *,
     free. Raises ``RuntimeError`` when fewer than ``count`` exist at all, or when none freed up
     within ``timeout_s`` (None: wait as long as it takes)."""
     devices = list(visible_devices() if devices is None else devices)
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
     if len(devices) < count:
         raise RuntimeError(f"{count} GPU(s) needed (runtime.nproc) but only {len(devices)} "
                            f"visible ({', '.join(devices) or 'none'}): lower runtime.nproc or "

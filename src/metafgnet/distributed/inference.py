@@ -43,10 +43,7 @@ def gather_in_order(local: torch.Tensor, n: int, dist: DistContext) -> torch.Ten
         return local.cpu()
     sizes = [b - a for a, b in (shard_bounds(n, r, dist.world_size)
                                 for r in range(dist.world_size))]
-    if local.shape[0] != sizes[dist.rank]:
-        raise ValueError(f"rank {dist.rank} holds {local.shape[0]} rows, expected "
-                         f"{sizes[dist.rank]}")
-    device = dist.device if dist.backend == "nccl" else torch.device("cpu")
+    device = dist.comm_device()
     padded = local.new_zeros((max(sizes), *local.shape[1:])).to(device)  # (max n_r, ...)
     padded[: local.shape[0]] = local.to(device)
     parts = [torch.empty_like(padded) for _ in range(dist.world_size)]

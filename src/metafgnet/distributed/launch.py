@@ -34,8 +34,6 @@ from metafgnet.errors import UserError
 
 def torchrun_command(nproc: int, argv: Sequence[str], *, python: str | None = None) -> list[str]:
     """The single-node torchrun command line that runs ``argv`` (script + args) ``nproc`` times."""
-    if nproc < 1:
-        raise ValueError(f"nproc must be >= 1, got {nproc}")
     return [python or sys.executable, "-m", "metafgnet.distributed.run", "--standalone",
             f"--nproc_per_node={nproc}", *argv]
 
@@ -49,8 +47,6 @@ def node_command(argv: Sequence[str], *, nproc: int, nnodes: int, endpoint: str,
     """The torchrun agent of ONE node of an ``nnodes``-node job (every node runs the same
     command): ``nproc`` processes here, all nodes meeting at the c10d rendezvous ``endpoint``
     (``host:port`` of the head node) under the job id ``rdzv_id``."""
-    if nproc < 1 or nnodes < 1:
-        raise ValueError(f"nproc and nnodes must be >= 1, got {nproc} and {nnodes}")
     return [python or sys.executable, "-m", "metafgnet.distributed.run", f"--nnodes={nnodes}",
             f"--nproc_per_node={nproc}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
             f"--rdzv_id={rdzv_id}", *argv]

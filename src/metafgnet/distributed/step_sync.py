@@ -61,7 +61,6 @@ def sync_step(
     for mapping in grads:
         out_grads.append(dict(zip(mapping, mean[i:i + len(mapping)], strict=True)))
         i += len(mapping)
-    assert i == n_grads
     with torch.no_grad():
         for buf, avg in zip(running_buffers, mean[n_grads:n_grads + len(running_buffers)],
                             strict=True):
