@@ -66,17 +66,8 @@ class TorchvisionBackbone(nn.Sequential):
     """A torchvision ResNet without ``fc``: conv1 ... layer4, avgpool, flatten -> ``(B, D)``."""
 
     def __init__(self, resnet: nn.Module) -> None:
-        names = [
-            "conv1",
-            "bn1",
-            "relu",
-            "maxpool",
-            "layer1",
-            "layer2",
-            "layer3",
-            "layer4",
-            "avgpool",
-        ]
+        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
+                 "avgpool"]
         layers = OrderedDict((n, getattr(resnet, n)) for n in names)
         layers["flatten"] = nn.Flatten(1)  # (B, D, 1, 1) -> (B, D)
         super().__init__(layers)

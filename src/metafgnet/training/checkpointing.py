@@ -282,25 +282,21 @@ class Checkpointer:
 
 # ------------------------------------------------------------------------------ loop state
 class LoopState:
-    """What every training loop saves and resumes, and what it does at a step boundary.
+    """One loop's checkpoints (module docstring) and what it does at each step boundary.
 
-    Made once the model is on its device and its optimizer exists: every rank then holds rank
-    0's weights, and the checkpoints are fingerprinted with ``config`` (its ``loop`` names the
-    loop) plus the world size, the model's shapes and ``loop.fingerprint_extra``.
-    :meth:`restore` loads the newest good checkpoint in place. While :meth:`running`, SIGTERM
-    requests a stop; :meth:`boundary` saves model, optimizer (momentum buffers), schedule,
-    :attr:`curves`, the partial logging :attr:`window`, every RNG state and loop-specific
-    extras when a checkpoint is due or a stop was requested, and then raises
-    :class:`TrainingInterrupted` when stopping.
+    Made once the model is on its device and its optimizer exists (every rank then takes rank
+    0's weights); the fingerprint is ``config`` (its ``loop`` names the loop) plus the world
+    size, the model's shapes and ``loop.fingerprint_extra``.
     """
 
     def __init__(self, loop: LoopRuntime, model: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, schedule, config: dict[str, Any]) -> None:
         dist = self.dist = loop.dist
         dist.broadcast_(module_state_tensors(model))  # every rank starts from rank 0's weights
-        self.ckpt = Checkpointer(loop.checkpoint_dir, every=loop.checkpoint_every, dist=dist, config={
-            **config, "world_size": dist.world_size, "model": model_signature(model),
-            "extra": loop.fingerprint_extra})
+        fingerprint = {**config, "world_size": dist.world_size, "model": model_signature(model),
+                       "extra": loop.fingerprint_extra}
+        self.ckpt = Checkpointer(loop.checkpoint_dir, every=loop.checkpoint_every,
+                                 config=fingerprint, dist=dist)
         self.name, self.model = config["loop"], model
         self.optimizer, self.schedule = optimizer, schedule
         self.window, self.curves, self.step = WindowMean(), [], 0
@@ -327,8 +323,9 @@ class LoopState:
             yield bar
 
     def boundary(self, steps_done: int, stopping: bool, **extra: Any) -> None:
-        """After ``steps_done`` steps: checkpoint when due or ``stopping`` (any rank asked to
-        stop), then raise :class:`TrainingInterrupted` when stopping."""
+        """After ``steps_done`` steps: checkpoint (the loop's state, every RNG state and
+        ``extra``) when due or ``stopping`` (a rank asked to stop), then raise
+        :class:`TrainingInterrupted` when stopping."""
         if not (self.ckpt.due(steps_done) or stopping):
             return
         path = self.ckpt.save(steps_done, {

@@ -32,14 +32,6 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def _peak_rss_kib() -> int:
     hwm = _status_kib("VmHWM")
     if hwm is not None:
@@ -62,7 +54,8 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            _reset_peak_rss()
+            with contextlib.suppress(OSError):  # Linux: resets the peak (VmHWM) to the current size
+                Path("/proc/self/clear_refs").write_text("5")
             self._start_kib = _status_kib("VmRSS") or _peak_rss_kib()
         return self
 

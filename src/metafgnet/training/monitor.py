@@ -41,14 +41,6 @@ def grad_norm(grads: dict[str, torch.Tensor]) -> torch.Tensor:
         torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads.values()]))
 
 
-def first_non_finite(grads: dict[str, torch.Tensor]) -> str | None:
-    """Name of the first parameter whose gradient holds a NaN/inf (in mapping order)."""
-    for name, g in grads.items():
-        if not bool(torch.isfinite(g).all()):
-            return name
-    return None
-
-
 def fetch_finite(
     step: int,
     scalars: dict[str, torch.Tensor],
@@ -71,7 +63,7 @@ def fetch_finite(
             continue
         key = name.removesuffix("_norm")
         if grads and key in grads:
-            bad = first_non_finite(grads[key])
+            bad = next((n for n, g in grads[key].items() if not torch.isfinite(g).all()), None)
             raise NonFiniteError(step, f"{key}[{bad}]", value, where)
         raise NonFiniteError(step, name, value, where)
     return out
