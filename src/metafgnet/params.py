@@ -308,12 +308,9 @@ def _format_error(err: dict) -> str:
 _ADAPTER = TypeAdapter(Params)
 
 
-def parse_params(raw: dict | None) -> Params:
-    """Validate a raw mapping (as read from YAML) into :class:`Params`.
-
-    Raises :class:`ParamsError` listing every invalid key with its dotted path.
-    """
-    raw = {} if raw is None else raw
+def parse_params(raw: dict) -> Params:
+    """Validate a raw mapping (as read from YAML) into :class:`Params`; raises
+    :class:`ParamsError` listing every invalid key with its dotted path."""
     if not isinstance(raw, dict):
         raise ParamsError(f"params must be a mapping of sections, got {type(raw).__name__}")
     try:

@@ -11,10 +11,8 @@ from metafgnet.data.dataset import ImageDataset, PreparedDatasets, loader_kwargs
 from metafgnet.data.dogs import read_dogs
 from metafgnet.data.errors import DataError
 from metafgnet.data.folder import read_folder
-from metafgnet.data.images import load_rgb
 from metafgnet.data.manifest import PreparedData, load_prepared
 from metafgnet.data.prepare import prepare_manifests
-from metafgnet.data.readers import read_auxiliary, read_target
 from metafgnet.data.records import Listing, Record
 from metafgnet.data.splits import split_validation
 from metafgnet.data.synthetic import generate_synthetic
@@ -34,16 +32,13 @@ __all__ = [
     "eval_transform",
     "generate_synthetic",
     "load_prepared",
-    "load_rgb",
     "prepare_manifests",
     "read_aircraft",
-    "read_auxiliary",
     "read_cars",
     "read_cub",
     "read_dogs",
     "read_flowers",
     "read_folder",
-    "read_target",
     "split_validation",
     "train_transform",
 ]

@@ -20,12 +20,8 @@ _DEFAULT = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
 
 
 class ImageDataset(Dataset):
-    """Images of ``records`` (paths relative to ``root``), loaded as RGB and transformed.
-
-    Every image is converted to RGB first (L, P, RGBA, CMYK, 16-bit grey are all fine).
-    ``transform`` maps a PIL image to a tensor (e.g. :func:`~metafgnet.data.train_transform`);
-    without one, images become float tensors in [0, 1], unnormalised.
-    """
+    """Images of ``records`` (paths relative to ``root``), loaded as RGB (:func:`load_rgb`) and
+    mapped to a tensor by ``transform`` (default: float in [0, 1], unnormalised)."""
 
     def __init__(
         self,

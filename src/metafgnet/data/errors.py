@@ -1,9 +1,4 @@
-"""The one exception of the data package and the helpers that phrase its messages.
-
-Every problem with a dataset on disk (missing root, inconsistent metadata, unreadable images,
-class-count mismatch) is raised as :class:`DataError`, a ``ValueError``, with a message that says
-what was expected, where, and how to fix it.
-"""
+"""The one exception of the data package and the helpers that phrase its messages."""
 
 from __future__ import annotations
 
@@ -13,15 +8,15 @@ from metafgnet.errors import UserError
 
 
 class DataError(ValueError, UserError):
-    """A dataset on disk is missing, inconsistent or unreadable; the message says how to fix it."""
+    """A dataset on disk is missing, inconsistent or unreadable (missing root, inconsistent
+    metadata, unreadable images, class-count mismatch); the message says what was expected,
+    where, and how to fix it."""
 
 
 def require_dir(root: str | Path, what: str, expected: str, source: str) -> Path:
-    """Return ``root`` as a Path if it is an existing folder, else raise :class:`DataError`.
-
-    ``what`` names the dataset, ``expected`` lists what the folder should contain and ``source``
-    says where the dataset comes from (a download page or the pipeline stage that writes it).
-    """
+    """``root`` as a Path if it is an existing folder, else a :class:`DataError` naming the
+    dataset (``what``), what the folder should contain (``expected``) and where the dataset
+    comes from (``source``: a download page or the pipeline stage that writes it)."""
     path = Path(root)
     if path.is_file():
         raise DataError(

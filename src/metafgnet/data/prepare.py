@@ -1,13 +1,6 @@
-"""``prepare_manifests``: read the datasets once, check every image, write the manifests.
-
-Order of work: read target and auxiliary metadata with the readers chosen by ``params.data``
-(class counts checked), decode every listed image (unreadable ones fail, or are skipped and
-counted under ``data.on_corrupt: skip`` up to ``data.max_skipped_fraction`` per dataset), carve
-the stratified validation split from the target training set, look for auxiliary images that
-copy a target image (:mod:`metafgnet.data.leakage`; dropped from the auxiliary set under
-``data.leakage.drop``), then write all manifests, ``index.json``, the leakage counts
-(``leakage.json``, a DVC metrics file) and pairs (``leakage.csv``) into a temporary folder that
-replaces ``out_dir`` only when complete.
+"""``prepare_manifests``: read the datasets once, check every image, carve the validation split,
+look for auxiliary copies of target images (:mod:`metafgnet.data.leakage`), write the manifests,
+``index.json``, ``leakage.json`` (a DVC metrics file) and ``leakage.csv``, all or nothing.
 """
 
 from __future__ import annotations
@@ -45,8 +38,7 @@ log = logging.getLogger(__name__)
 def screen_images(
     listing: Listing, root: Path, data: DataParams, which: str, workers: int = 1
 ) -> tuple[list[Record], list[Record], list[dict]]:
-    """``(train, test, skipped)`` of ``listing`` after decoding every image under ``root``
-    (``workers`` processes).
+    """``(train, test, skipped)`` of ``listing`` after decoding every image under ``root``.
 
     Raises :class:`DataError` listing the bad files when ``data.on_corrupt`` is ``fail``, or
     when more than ``data.max_skipped_fraction`` of the dataset's images are bad.
@@ -81,11 +73,8 @@ def screen_images(
 
 
 def prepare_manifests(params: Params, out_dir: Path) -> PreparedData:
-    """Write the manifests of ``params.data`` to ``out_dir`` (replaced whole) and return them.
-
-    The validation split is seeded by ``data.split_seed``. Nothing is written if any
-    check fails.
-    """
+    """Write the manifests of ``params.data`` to ``out_dir`` (replaced whole; nothing is written
+    if any check fails) and return them."""
     data = params.data
     target = read_target(data)
     auxiliary = read_auxiliary(data)

@@ -62,8 +62,8 @@ def _build(cls, what: str, expected: str, source: str, **kwargs):
         raise DataError(f"{what}: unreadable metadata under {kwargs['root']}: {exc!r}") from None
 
 
-def read_aircraft(root: str | Path, annotation_level: str = "variant") -> Listing:
-    """FGVC-Aircraft (100 variants by default): ``trainval`` as train, ``test`` as test."""
+def read_aircraft(root: str | Path) -> Listing:
+    """FGVC-Aircraft (100 variants): ``trainval`` as train, ``test`` as test."""
     what = "FGVC-Aircraft"
     expected = (
         "fgvc-aircraft-2013b/data/{variants.txt, images_variant_trainval.txt, "
@@ -71,15 +71,7 @@ def read_aircraft(root: str | Path, annotation_level: str = "variant") -> Listin
     )
     outer = _outer_root(root, "fgvc-aircraft-2013b", what, expected, AIRCRAFT_SOURCE)
     parts = {
-        split: _build(
-            FGVCAircraft,
-            what,
-            expected,
-            AIRCRAFT_SOURCE,
-            root=str(outer),
-            split=split,
-            annotation_level=annotation_level,
-        )
+        split: _build(FGVCAircraft, what, expected, AIRCRAFT_SOURCE, root=str(outer), split=split)
         for split in ("trainval", "test")
     }
     given = Path(root).expanduser()

@@ -57,11 +57,8 @@ class DistContext:
             tdist.barrier()
 
     def all_reduce_mean(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Element-wise mean over ranks of each tensor (new tensors; the inputs are untouched).
-
-        Flattened into per-dtype buckets, one ``all_reduce`` per bucket. Single process: the
-        inputs themselves.
-        """
+        """Element-wise mean over ranks of each tensor (new tensors; the inputs are untouched),
+        one ``all_reduce`` per bucket (:mod:`~metafgnet.distributed.collectives`)."""
         if not self.enabled:
             return list(tensors)
         return bucketed_all_reduce_mean(tensors, self.world_size)
