@@ -37,7 +37,8 @@ def run_evaluate(ctx: StageContext, models: Path, out: Path, metrics_path: Path)
     rows = [{"actual": names[int(y)], "predicted": names[int(p)]}
             for y, p in zip(confusions[best]["labels"], confusions[best]["predictions"], strict=True)]
     write_tsv(out / "predictions.tsv", rows)
-    _write_confusion_csv(out / "confusion.csv", rows)
+    lines = ["actual,predicted", *(f"{r['actual']},{r['predicted']}" for r in rows)]
+    write_text(out / "confusion.csv", "\n".join(lines) + "\n")
     write_json(metrics_path, metrics)
     write_json(out / "best.json", {"best_arm": best, "chosen_on": "val_top1"})
     ctx.run.log_artifact(metrics_path)
@@ -52,8 +53,3 @@ def run_evaluate(ctx: StageContext, models: Path, out: Path, metrics_path: Path)
         if info is not None:
             ctx.run.register_model(info.model_uri)
     return {"best_arm": best, **metrics}
-
-
-def _write_confusion_csv(path: Path, rows: list[dict]) -> None:
-    lines = ["actual,predicted"] + [f"{r['actual']},{r['predicted']}" for r in rows]
-    write_text(path, "\n".join(lines) + "\n")

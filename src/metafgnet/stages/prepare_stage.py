@@ -15,13 +15,12 @@ from metafgnet.params import Params
 
 
 def _check_synthetic_roots(params: Params, out: Path) -> None:
-    expected = {"data.target_root": (params.data.target, out / "synthetic" / "target"),
-                "data.auxiliary_root": (params.data.auxiliary, out / "synthetic" / "auxiliary")}
-    roots = {"data.target_root": params.data.target_root,
-             "data.auxiliary_root": params.data.auxiliary_root}
-    for key, (kind, path) in expected.items():
-        if kind == "synthetic" and Path(roots[key]) != path:
-            raise DataError(f"{key} must be {path} when the data is synthetic (got {roots[key]})")
+    for name, kind, root in (("target", params.data.target, params.data.target_root),
+                             ("auxiliary", params.data.auxiliary, params.data.auxiliary_root)):
+        path = out / "synthetic" / name
+        if kind == "synthetic" and Path(root) != path:
+            raise DataError(f"data.{name}_root must be {path} when the data is synthetic "
+                            f"(got {root})")
 
 
 def run_prepare(params: Params, out: Path) -> dict:
