@@ -17,10 +17,11 @@ Loading is ``torch.load(weights_only=True)``: tensors and plain values only, so 
 checkpoint cannot run code; one that holds anything else is refused (skipped with a warning,
 like a corrupt one).
 
-Exactness: the payload holds model and optimizer state (momentum buffers), the schedule, the
-step counter, the curves and the partial logging window, and every RNG state (Python, NumPy,
-torch CPU, CUDA). The data order needs no state: it is a pure function of ``seed`` and the
-batch counter (:mod:`metafgnet.training.batches`), so the streams restart at the stored step.
+Exactness: the payload holds model and optimizer state (momentum buffers), the step counter,
+the curves and the partial logging window, and every RNG state (Python, NumPy, torch CPU,
+CUDA). The learning rates and the data order need no state: they are pure functions of the
+step (:class:`~metafgnet.training.optim.StepDecay`) and of ``seed`` and the batch counter
+(:mod:`metafgnet.training.batches`), so the schedule and the streams restart at the stored step.
 On CPU at a pinned thread count a resumed run ends bit-identical to an uninterrupted one.
 
 A checkpoint of another run (other params, seed, iteration count, dataset size, model shapes,
@@ -290,15 +291,14 @@ class LoopState:
     """
 
     def __init__(self, loop: LoopRuntime, model: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, schedule, config: dict[str, Any]) -> None:
+                 optimizer: torch.optim.Optimizer, config: dict[str, Any]) -> None:
         dist = self.dist = loop.dist
         dist.broadcast_(module_state_tensors(model))  # every rank starts from rank 0's weights
         fingerprint = {**config, "world_size": dist.world_size, "model": model_signature(model),
                        "extra": loop.fingerprint_extra}
         self.ckpt = Checkpointer(loop.checkpoint_dir, every=loop.checkpoint_every,
                                  config=fingerprint, dist=dist)
-        self.name, self.model = config["loop"], model
-        self.optimizer, self.schedule = optimizer, schedule
+        self.name, self.model, self.optimizer = config["loop"], model, optimizer
         self.window, self.curves, self.step = WindowMean(), [], 0
         self.stop = StopRequest(self.ckpt.enabled)
 
@@ -330,7 +330,7 @@ class LoopState:
             return
         path = self.ckpt.save(steps_done, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(), "curves": list(self.curves),
-            "window": self.window.state_dict(), "rng": rng_state(), **extra})
+            "curves": list(self.curves), "window": self.window.state_dict(), "rng": rng_state(),
+            **extra})
         if stopping:
             raise TrainingInterrupted(steps_done, path, self.stop.signum or signal.SIGTERM)

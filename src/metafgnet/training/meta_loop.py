@@ -124,7 +124,7 @@ def meta_train(
     model.to(device).train()
     optimizer = build_meta_optimizer(model, meta)
     schedule = StepDecay(optimizer, milestones, meta.lr_decay)
-    state = LoopState(loop, model, optimizer, schedule, {
+    state = LoopState(loop, model, optimizer, {
         "loop": "meta_train", "meta": to_dict(meta), "seed": seed, "iterations": iterations,
         "milestones": milestones, "target_items": len(target_ds), "aux_items": len(aux_ds)})
     state.restore()
@@ -157,7 +157,7 @@ def meta_train(
                 if on_step is not None and dist.is_main:
                     on_step(step, row)
             # 9. step boundary: checkpoint when due or asked to stop
-            state.boundary(step + 1, stopping, inner_lr=inner_lr)
+            state.boundary(step + 1, stopping)
     return state.curves
 
 

@@ -67,12 +67,9 @@ class StepDecay:
         self.milestones = milestones
         self.decay = float(decay)
 
-    def factor(self, step: int) -> float:
-        return self.decay ** bisect.bisect_right(self.milestones, step)
-
     def apply(self, step: int) -> float:
         """Set every group's lr for ``step``; return the factor (to scale η the same way)."""
-        f = self.factor(step)
+        f = self.decay ** bisect.bisect_right(self.milestones, step)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * f
         return f
@@ -80,11 +77,6 @@ class StepDecay:
     def lrs(self) -> dict[str, float]:
         """Current lr per named group (for logging)."""
         return {g["name"]: g["lr"] for g in self.optimizer.param_groups}
-
-    def state_dict(self) -> dict:
-        """What a checkpoint records of the schedule (informational: the rates follow from the
-        step counter alone)."""
-        return {"milestones": list(self.milestones), "decay": self.decay, "lrs": self.lrs()}
 
 
 def set_grads(params: Iterable[tuple[str, nn.Parameter]], grads: dict[str, torch.Tensor]) -> None:

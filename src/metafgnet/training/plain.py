@@ -194,8 +194,7 @@ def _fit(
     dist = loop.dist
     optimizer = build_sgd(model, lrs, momentum=optim.momentum, weight_decay=optim.weight_decay)
     schedule = StepDecay(optimizer, optim.milestones, optim.lr_decay)
-    state = LoopState(loop, model, optimizer, schedule,
-                      {**config, "optim": to_dict(optim), "lrs": lrs})
+    state = LoopState(loop, model, optimizer, {**config, "optim": to_dict(optim), "lrs": lrs})
     resumed = state.restore()
     best = FitResult(*(({}, -1, None) if resumed is None else resumed["best"]),
                      curves=state.curves)
