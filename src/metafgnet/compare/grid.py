@@ -40,6 +40,7 @@ points still queued are topped up.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import re
@@ -47,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -197,8 +198,12 @@ def point_threads(record: dict) -> int | None:
     return None if value is None else int(value)
 
 
-def _ledger(cwd: Path | None) -> Path:
-    return Path(cwd or ".") / LEDGER
+def _ledger(cwd: Path | None) -> dict[str, dict]:
+    """The records of :data:`LEDGER` (none while it is missing or unreadable)."""
+    try:
+        return json.loads((Path(cwd or ".") / LEDGER).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def workers_alive(cwd: Path | None = None) -> int:
@@ -235,10 +240,7 @@ def experiments(cwd: Path | None = None) -> dict[str, dict]:
     """Finished experiments by name: ``{"params": {...}, "metrics": {file: {...}}}``, with
     ``jobs`` and ``cores_shared`` (``jobs`` above 1) for points ``metafgnet compare`` queued
     (:data:`LEDGER`). Entries still queued or running, or failed, are left out."""
-    try:
-        ledger = json.loads(_ledger(cwd).read_text())
-    except (OSError, ValueError):
-        ledger = {}
+    ledger = _ledger(cwd)
     found = {}
     for baseline in json.loads(dvc("exp", "show", "--json", cwd=cwd) or "[]"):
         for exp in baseline.get("experiments") or []:
@@ -299,8 +301,7 @@ def _remove(names: Sequence[str], cwd: Path | None) -> None:
 
 
 def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.0,
-             say: Callable[[str], None] | None = None, threads: int | None = None,
-             logs: Path | None = None) -> list[str]:
+             threads: int | None = None, logs: Path | None = None) -> list[str]:
     """Queue the points not done yet and run them ``jobs`` at a time; returns the names run.
     ``threads``: queue them with ``-S runtime.num_threads=threads``
     (:func:`metafgnet.training.runtime.shared_threads`).
@@ -308,7 +309,7 @@ def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.
 
     Raises :class:`GridError` naming the points that did not finish.
     """
-    say = say or (lambda line: print(line, flush=True))
+    say = functools.partial(print, flush=True)
     points = grid.points()
     done = experiments(cwd)
     todo = [p for p in points if p.name not in done]
@@ -323,15 +324,12 @@ def run_grid(grid: Grid, jobs: int, cwd: Path | None = None, poll_s: float = 10.
         say(f"compare: removed the failed queue entries of {', '.join(dropped)}; queueing again")
     pending = {n for n, s in queued.items() if s in ("Queued", "Running") and n in names}
     extra = ["-S", f"{THREADS}={threads}"] if threads is not None else []
-    ledger = _ledger(cwd)
-    try:
-        record = json.loads(ledger.read_text())
-    except (OSError, ValueError):
-        record = {}
+    record = _ledger(cwd)
     for point in todo:
         if point.name not in pending:
             dvc("exp", "run", "--queue", "-n", point.name, *point.set_args(), *extra, cwd=cwd)
         record[point.name] = {"jobs": jobs}
+    ledger = Path(cwd or ".") / LEDGER
     ledger.parent.mkdir(parents=True, exist_ok=True)
     ledger.write_text(json.dumps(record, indent=1, sort_keys=True))
     queue_args = {p.name: [*p.set_args(), *extra] for p in todo}

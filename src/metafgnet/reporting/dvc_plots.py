@@ -26,7 +26,8 @@ from metafgnet.io import write_text
 
 DEFAULT_OUT = Path("dvc_plots_offline")
 
-_ID_REF = re.compile(r'\bid="([^"]+)"|url\(#([^)]+)\)|href="#([^"]+)"')
+# where an id is defined or referenced, up to the id itself
+_ID_REF = re.compile(r'\bid="(?=[^"]+")|url\(#(?=[^)]+\))|href="#(?=[^"]+")')
 
 
 def dvc_plots_json(revs: list[str], repo: Path, images_dir: Path) -> dict:
@@ -82,13 +83,7 @@ def _slug(text: str) -> str:
 
 def _scoped_svg(svg: str, prefix: str) -> str:
     """``svg`` with its ids (vega's ``clip1``...) prefixed, so several inlined SVGs don't clash."""
-    def sub(m: re.Match) -> str:
-        if m.group(1):
-            return f'id="{prefix}{m.group(1)}"'
-        if m.group(2):
-            return f"url(#{prefix}{m.group(2)})"
-        return f'href="#{prefix}{m.group(3)}"'
-    return _ID_REF.sub(sub, svg)
+    return _ID_REF.sub(lambda m: m.group(0) + prefix, svg)
 
 
 def render(revs: list[str] | None = None, out: Path = DEFAULT_OUT, repo: Path = Path(".")) -> Path:

@@ -11,7 +11,7 @@ from metafgnet.credentials import redact_url
 from metafgnet.params import Params, deep_merge, parse_params, to_dict
 from metafgnet.tuning.mlflow_log import finish_parent, start_parent
 from metafgnet.tuning.report import write_outputs
-from metafgnet.tuning.storage import open_storage, resolve_url
+from metafgnet.tuning.storage import resolve_url
 from metafgnet.tuning.study import fail_running, open_study
 from metafgnet.tuning.workers import run_workers, specs_for
 
@@ -27,26 +27,21 @@ def with_overrides(params: Params, **tune: Any) -> Params:
     return parse_params(deep_merge(to_dict(params), {"tune": given}))
 
 
-def _check_inputs(data_dir: Path, init: Path) -> None:
+def run_tune(params: Params, *, out: Path, data_dir: Path, init: Path,
+             worker_id: str | None = None, fail_running_first: bool = False) -> dict:
+    """Resume-or-create the study of ``params.tune``, run ``tune.workers`` workers until the
+    budget is complete (or the timeout passes), write ``out`` and return the study summary.
+
+    ``data_dir``: the prepared manifests; ``init``: the pretrained model file.
+    """
     if not Path(init).is_file():
         raise FileNotFoundError(f"pretrained model {init} not found: run `dvc repro pretrain` "
                                 "first (or pass --init)")
     if not Path(data_dir).is_dir():
         raise FileNotFoundError(f"prepared data {data_dir} not found: run `dvc repro prepare` "
                                 "first (or pass --data)")
-
-
-def run_tune(params: Params, *, out: Path, data_dir: Path, init: Path,
-             worker_id: str | None = None, fail_running_first: bool = False,
-             root: str | Path | None = None) -> dict:
-    """Resume-or-create the study of ``params.tune``, run ``tune.workers`` workers until the
-    budget is complete (or the timeout passes), write ``out`` and return the study summary.
-
-    ``data_dir``: the prepared manifests; ``init``: the pretrained model file.
-    """
     tune = params.tune
-    _check_inputs(data_dir, init)
-    url = resolve_url(tune.storage, root)
+    url = resolve_url(tune.storage)
     study = open_study(params, url)
     if fail_running_first:
         log.warning("marked %d RUNNING trial(s) FAIL (--fail-running)", fail_running(study))
@@ -58,7 +53,7 @@ def run_tune(params: Params, *, out: Path, data_dir: Path, init: Path,
                       tracker=tracker, study=study, explicit_id=worker_id)
     try:
         run_workers(specs)
-        study = open_study(params, url, storage=open_storage(url, tune))  # fresh view
+        study = open_study(params, url)  # a fresh view: the workers' trials
         summary = write_outputs(study, params, shown, Path(out))
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
@@ -76,7 +71,7 @@ def run_tune(params: Params, *, out: Path, data_dir: Path, init: Path,
     return summary
 
 
-def report_only(params: Params, out: Path, root: str | Path | None = None) -> dict:
+def report_only(params: Params, out: Path) -> dict:
     """Rewrite ``out`` from the stored study without running any trial."""
-    url = resolve_url(params.tune.storage, root)
+    url = resolve_url(params.tune.storage)
     return write_outputs(open_study(params, url), params, redact_url(url), Path(out))

@@ -80,14 +80,14 @@ def make_pruner(tune: TuneParams):
     return optuna.pruners.NopPruner()
 
 
-def open_study(params: Params, url: str, *, sampler=None, storage=None):
+def open_study(params: Params, url: str, *, sampler=None):
     """Create the study or load it (``load_if_exists``), refusing a mismatched one."""
     import optuna
 
     tune = params.tune
-    storage = storage if storage is not None else open_storage(url, tune)
-    study = optuna.create_study(storage=storage, study_name=tune.study_name, direction="maximize",
-                                load_if_exists=True, sampler=sampler, pruner=make_pruner(tune))
+    study = optuna.create_study(storage=open_storage(url, tune), study_name=tune.study_name,
+                                direction="maximize", load_if_exists=True, sampler=sampler,
+                                pruner=make_pruner(tune))
     digest = study_digest(params)
     stored = study.user_attrs.get(DIGEST_ATTR)
     if stored is None:
@@ -176,15 +176,14 @@ def _tracked(objective, logger: TrialLogger, worker: str, n_trials: int):
     return run
 
 
-def work(study, objective, tune: TuneParams, *, n_trials: int, logger: TrialLogger,
-         worker: str = "0", deadline: float | None = None, heartbeat: bool = True,
-         poll_s: float | None = None) -> int:
+def work(study, objective, tune: TuneParams, *, logger: TrialLogger, worker: str,
+         deadline: float | None, heartbeat: bool) -> int:
     """The worker loop of the module docstring; returns how many trials this worker ran."""
     import optuna
 
     from metafgnet.training import NonFiniteError
 
-    poll_s = poll_s if poll_s is not None else min(5.0, tune.heartbeat_interval)
+    n_trials, poll_s = tune.n_trials, min(5.0, tune.heartbeat_interval)
     wrapped = _tracked(objective, logger, worker, n_trials)
     ran = failed = 0
     fails_seen = -1

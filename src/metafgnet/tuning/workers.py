@@ -83,8 +83,8 @@ def run_worker(spec: WorkerSpec, ready=None) -> int:
             ready.wait(timeout=READY_TIMEOUT_S)
         except threading.BrokenBarrierError:
             log.warning("worker %s: not every worker started; going on", spec.worker)
-    ran = work(study, objective, tune, n_trials=tune.n_trials, logger=TrialLogger(spec.tracker),
-               worker=spec.worker, deadline=spec.deadline, heartbeat=has_heartbeat(spec.url))
+    ran = work(study, objective, tune, logger=TrialLogger(spec.tracker), worker=spec.worker,
+               deadline=spec.deadline, heartbeat=has_heartbeat(spec.url))
     log.info("worker %s ran %d trial(s)", spec.worker, ran)
     return ran
 
