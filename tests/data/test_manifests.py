@@ -29,7 +29,7 @@ def test_prepare_synthetic_writes_manifests_and_index(tmp_path, small_synthetic,
     assert Counter(r.label for r in prepared.train) == {0: 3, 1: 3, 2: 3}
     assert Counter(r.label for r in prepared.val) == {0: 1, 1: 1, 2: 1}
     assert len(prepared.test) == 6 and len(prepared.auxiliary) == 12
-    assert prepared.num_target_classes == 3 and prepared.num_auxiliary_classes == 4
+    assert len(prepared.target_classes) == 3 and len(prepared.auxiliary_classes) == 4
     with (tmp_path / "prepared" / "target_val.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["path", "label", "split"] and {r["split"] for r in rows} == {"val"}

@@ -50,10 +50,6 @@ class ImageDataset(Dataset):
             raise TypeError(f"transform must return a tensor, got {type(x).__name__}")
         return x.as_subclass(torch.Tensor), label  # (C, H, W) float
 
-    @property
-    def labels(self) -> list[int]:
-        return [r.label for r in self.records]
-
 
 def loader_kwargs(execution: ExecutionParams, device: torch.device) -> dict:
     """``DataLoader`` arguments of every stage and tuning trial: ``execution.num_workers``

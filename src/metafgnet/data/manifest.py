@@ -92,14 +92,6 @@ class PreparedData:
     # split -> sha256 of its manifest, as recorded in index.json (see manifest_digest)
     manifest_digests: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    @property
-    def num_target_classes(self) -> int:
-        return len(self.target_classes)
-
-    @property
-    def num_auxiliary_classes(self) -> int:
-        return len(self.auxiliary_classes)
-
     def records(self, split: str) -> list[Record]:
         """Records of ``split``: one of train, val, test (target) or auxiliary."""
         if split not in SPLITS:
