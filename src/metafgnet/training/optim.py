@@ -1,10 +1,11 @@
 """The one place that builds SGD parameter groups and their step-decay schedule.
 
-Every stage of docs/method.md trains with SGD (momentum 0.9, weight decay 1e-4) on named parameter
-groups with their own learning rates (backbone / target head / source head), all decayed by the
-same factor at the same milestones, like ``torch.optim.lr_scheduler.MultiStepLR``. In the meta
-stage the inner step size η follows the same factor (docs/method.md, meta-iteration step 2:
-"decayed by the outer schedule's factor"), which is why the schedule hands back the factor rather than owning η.
+Every stage of docs/method.md trains with SGD (momentum 0.9, weight decay 1e-4) on named
+parameter groups with their own learning rates (backbone / target head / source head), all
+decayed by the same factor at the same milestones, like ``torch.optim.lr_scheduler.MultiStepLR``.
+In the meta stage the inner step size η follows the same factor (docs/method.md, meta-iteration
+step 2: "decayed by the outer schedule's factor"), which is why the schedule hands back the
+factor rather than owning η.
 """
 
 from __future__ import annotations

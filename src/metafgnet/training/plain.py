@@ -18,13 +18,13 @@ the epoch ran at; with a validation set also ``val_top1`` / ``val_mean_class_acc
 
 How a loop runs (device, seed, loaders, precision, process group, checkpoints, memory layout)
 is one :class:`~metafgnet.training.runtime.LoopRuntime`. Scale and resilience, shared by the
-three through :func:`_fit`: with ``loop.dist`` (torchrun) each
-rank trains on its slice of every global batch (``batch_size`` is global, divisible by the world
-size), gradients, BatchNorm running statistics and the logged values are averaged in one
-all-reduce per step (:func:`metafgnet.distributed.sync_step`; no DDP needed without double
-backward), and validation is sharded and gathered (:func:`metafgnet.distributed.sharded_evaluate`),
-so every rank picks the same best epoch. With ``loop.checkpoint_dir`` the loop resumes from its
-last good checkpoint, saves every ``loop.checkpoint_every`` steps (a step = one batch; a checkpoint that
+three through :func:`_fit`: with ``loop.dist`` (torchrun) each rank trains on its slice of every
+global batch (``batch_size`` is global, divisible by the world size), gradients, BatchNorm
+running statistics and the logged values are averaged in one all-reduce per step
+(:func:`metafgnet.distributed.sync_step`; no DDP needed without double backward), and
+validation is sharded and gathered (:func:`metafgnet.distributed.sharded_evaluate`), so every
+rank picks the same best epoch. With ``loop.checkpoint_dir`` the loop resumes from its last good
+checkpoint, saves every ``loop.checkpoint_every`` steps (a step = one batch; a checkpoint that
 falls on an epoch's last batch is written after that epoch's validation) and on SIGTERM
 (:mod:`metafgnet.training.checkpointing`).
 """

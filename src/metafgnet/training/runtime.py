@@ -123,8 +123,8 @@ def setup_runtime(
     own device (``cuda:<local_rank>`` under NCCL, cpu under gloo) instead of ``runtime.device``'s
     default one. A single CUDA process (a stage, a tuning worker) leases a GPU of its own for
     the rest of its life (:mod:`metafgnet.distributed.devices`), waiting while every visible one
-    is leased by another grid point or worker. Every rank is seeded with the same ``seed`` (the ranks differ only by the
-    data shard they draw, never by their random streams).
+    is leased by another grid point or worker. Every rank is seeded with the same ``seed`` (the
+    ranks differ only by the data shard they draw, never by their random streams).
 
     - seeds ``random``, NumPy and torch with ``seed``;
     - pins the thread count (:func:`threads_per_process`) when ``runtime.num_threads`` > 0
