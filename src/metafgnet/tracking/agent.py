@@ -165,9 +165,9 @@ def handshake_stage(sock: socket.socket, key: bytes) -> Connection:
     """The stage's side, on a connected socket: the peer must be this user's agent (uid, then
     the key). Returns the connection; raises :class:`AgentAuthError` (nothing was unpickled)."""
     _check_peer(sock, "process listening")
-    with _receive_timeout(sock, HANDSHAKE_STAGE_S):
-        conn = Connection(os.dup(sock.fileno()))
-        try:
+    conn = Connection(os.dup(sock.fileno()))
+    try:
+        with _receive_timeout(sock, HANDSHAKE_STAGE_S):
             hello = conn.recv_bytes(len(HELLO) + NONCE_BYTES)
             if not hello.startswith(HELLO) or len(hello) != len(HELLO) + NONCE_BYTES:
                 raise AgentAuthError("the process listening on this socket does not speak the "
@@ -175,24 +175,21 @@ def handshake_stage(sock: socket.socket, key: bytes) -> Connection:
             agent_nonce, own_nonce = hello[len(HELLO):], secrets.token_bytes(NONCE_BYTES)
             conn.send_bytes(own_nonce + _mac(key, b"stage", agent_nonce, own_nonce))
             proof = conn.recv_bytes(64)
-        except BlockingIOError:  # SO_RCVTIMEO ran out
-            conn.close()
+        if not hmac.compare_digest(proof, _mac(key, b"agent", own_nonce, agent_nonce)):
+            raise AgentAuthError("the process listening on this socket does not hold this "
+                                 "user's agent key")
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, BlockingIOError):  # SO_RCVTIMEO ran out
             raise AgentAuthError(
                 f"the process listening on this socket did not complete the handshake within "
                 f"{HANDSHAKE_STAGE_S:g} s (a tracking agent still starting on a busy machine, "
                 "or not a tracking agent)") from None
-        except (EOFError, OSError) as exc:
-            conn.close()
+        if isinstance(exc, (EOFError, OSError)):
             raise AgentAuthError(f"the process listening on this socket dropped the handshake "
                                  f"({type(exc).__name__}: {exc}): it does not hold this user's "
                                  "agent key") from None
-        except AgentAuthError:
-            conn.close()
-            raise
-    if not hmac.compare_digest(proof, _mac(key, b"agent", own_nonce, agent_nonce)):
-        conn.close()
-        raise AgentAuthError("the process listening on this socket does not hold this user's "
-                             "agent key")
+        raise
     return conn
 
 

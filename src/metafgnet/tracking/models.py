@@ -42,14 +42,9 @@ SCORE_METRIC = "val_top1"  # what the champion rule compares (higher is better)
 _PINNED = ("torch", "torchvision", "cloudpickle")
 
 
-class _PickleWarningFilter(logging.Filter):
-    """Drop MLflow's per-call warning about pickle: the format is a documented choice here."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Saving pytorch model by Pickle")
-
-
-_FILTER = _PickleWarningFilter()
+def _not_pickle_warning(record: logging.LogRecord) -> bool:
+    """Logging filter: MLflow's per-call warning about pickle, a documented choice here, drops."""
+    return not record.getMessage().startswith("Saving pytorch model by Pickle")
 
 
 def pip_requirements() -> list[str]:
@@ -94,11 +89,11 @@ def _flavor_kwargs(cpu_model, input_example: Any, name: str) -> dict:
 @contextlib.contextmanager
 def _quiet_pickle_warning():
     pytorch_logger = logging.getLogger("mlflow.pytorch")
-    pytorch_logger.addFilter(_FILTER)
+    pytorch_logger.addFilter(_not_pickle_warning)
     try:
         yield
     finally:
-        pytorch_logger.removeFilter(_FILTER)
+        pytorch_logger.removeFilter(_not_pickle_warning)
 
 
 def log_model(model, name: str, input_example: Any, *, run_id: str, step: int = 0):
@@ -177,29 +172,31 @@ class Decision:
     def promoted(self) -> bool:
         return self.alias != CHALLENGER_ALIAS
 
-    def describe(self, metric: str = SCORE_METRIC) -> str:
+    def describe(self) -> str:
         new = _fmt(self.score)
         if self.champion_version is None:
-            return f"{metric} {new}, no champion before"
-        return f"{metric} {new} vs champion v{self.champion_version} {_fmt(self.champion_score)}"
+            return f"{SCORE_METRIC} {new}, no champion before"
+        return (f"{SCORE_METRIC} {new} vs champion v{self.champion_version} "
+                f"{_fmt(self.champion_score)}")
 
 
 def _fmt(score: float | None) -> str:
     return "unknown" if score is None else f"{score:.4f}"
 
 
-def version_score(client, version, metric: str = SCORE_METRIC) -> float | None:
-    """``metric`` of a registered version: its tag ``metric`` (set at registration), else the
-    latest (by step, then time) value of that metric linked to its logged model; None when
-    neither exists (a version registered before this rule, or a model logged without it)."""
-    tag = (version.tags or {}).get(metric)
+def version_score(client, version) -> float | None:
+    """:data:`SCORE_METRIC` of a registered version: its tag of that name (set at
+    registration), else the latest (by step, then time) value of that metric linked to its
+    logged model; None when neither exists (a version registered before this rule, or a model
+    logged without it)."""
+    tag = (version.tags or {}).get(SCORE_METRIC)
     if tag is not None:
         with contextlib.suppress(ValueError):
             return float(tag)
-    model_id = getattr(version, "model_id", None) or _model_id(version.source or "")
+    model_id = version.model_id or _model_id(version.source or "")
     if not model_id:
         return None
-    values = [m for m in client.get_logged_model(model_id).metrics or [] if m.key == metric]
+    values = [m for m in client.get_logged_model(model_id).metrics or [] if m.key == SCORE_METRIC]
     if not values:
         return None
     value = max(values, key=lambda m: (m.step, m.timestamp)).value
@@ -207,33 +204,34 @@ def version_score(client, version, metric: str = SCORE_METRIC) -> float | None:
 
 
 def _model_id(model_uri: str) -> str | None:
-    """``m-...`` of a ``models:/m-...`` URI (a logged model), else None."""
+    """``m-...`` of a ``models:/m-...`` URI (a logged model), else None: the store does not
+    always fill a version's ``model_id``."""
     match = re.fullmatch(r"models:/(m-[0-9a-f]+)/?", model_uri)
     return match.group(1) if match else None
 
 
 def register_model(client, model_uri: str, name: str, alias: str = DEFAULT_ALIAS,
-                   tags: dict[str, str] | None = None, metric: str = SCORE_METRIC):
+                   tags: dict[str, str] | None = None):
     """Register ``model_uri`` as a new version of ``name``; returns ``(ModelVersion, Decision)``.
 
     The champion rule: ``alias`` (``champion``) moves to the new version when there is no
-    champion yet, or when the new version's ``metric`` (:func:`version_score`; validation top-1)
-    is strictly higher than the champion's, or the champion has none. Otherwise (lower, equal,
-    or the new version has no score) the champion stays and the new version gets
-    ``challenger``. The score is kept as the version's tag ``metric``. ``models:/<name>@<alias>``
+    champion yet, or when the new version's :data:`SCORE_METRIC` (:func:`version_score`;
+    validation top-1) is strictly higher than the champion's, or the champion has none.
+    Otherwise (lower, equal, or the new version has no score) the champion stays and the new
+    version gets ``challenger``. The score is kept as the version's tag of that name. ``models:/<name>@<alias>``
     loads the champion. Callers serialise concurrent registrations (see the recorder).
     """
     import mlflow
 
     check_alias(alias)
     version = mlflow.register_model(model_uri, name, tags=tags)  # creates ``name`` if need be
-    score = version_score(client, version, metric)
+    score = version_score(client, version)
     if score is not None:
-        client.set_model_version_tag(name, version.version, metric, repr(score))
+        client.set_model_version_tag(name, version.version, SCORE_METRIC, repr(score))
     champion, champion_score = None, None
     if (held_by := client.get_registered_model(name).aliases.get(alias)) is not None:
         champion = client.get_model_version(name, str(held_by))
-        champion_score = version_score(client, champion, metric)
+        champion_score = version_score(client, champion)
     promoted = champion is None or (score is not None and (
         champion_score is None or score > champion_score))
     chosen = alias if promoted else CHALLENGER_ALIAS

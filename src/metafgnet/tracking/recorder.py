@@ -24,7 +24,7 @@ from metafgnet.params import TrackingParams
 from metafgnet.tracking import run_tags
 from metafgnet.tracking.datasets import DatasetInput
 from metafgnet.tracking.experiment import Session, Target, connect, store_lock
-from metafgnet.tracking.models import SCORE_METRIC, Decision, model_metrics
+from metafgnet.tracking.models import Decision, model_metrics
 from metafgnet.tracking.models import log_model as _log_model
 from metafgnet.tracking.models import register_model as _register_model
 from metafgnet.tracking.uri import TrackingError
@@ -235,10 +235,9 @@ class Recorder:
         return ModelRef(info.model_uri, model_id, name)
 
     def register_model(self, model_uri: str, name: str, alias: str) -> VersionRef:
-        """New version of ``name`` from ``model_uri`` (tagged with the run's execution, DVC
-        experiment, commit and stage); ``alias`` moves to it only if it beats the current
-        holder (:func:`metafgnet.tracking.models.register_model`), else it gets
-        ``challenger``. The run gets the tags ``registered_model`` and ``registry.decision``."""
+        """:func:`metafgnet.tracking.models.register_model` (the champion rule), the version
+        tagged with the run's execution, DVC experiment, commit and stage; the run gets the tags
+        ``registered_model``, ``registry.decision`` and ``registry.note``."""
         tags = {k: v for k, v in self._tags.items() if k in (
             run_tags.EXECUTION, run_tags.DVC_EXP_NAME, run_tags.GIT_COMMIT, run_tags.STAGE)}
         # the read-compare-move of the alias is not atomic in MLflow: serialised here within the
@@ -249,7 +248,7 @@ class Recorder:
         ref = VersionRef(version.name, int(version.version), decision.alias, decision)
         self.set_tags({"registered_model": f"{ref.name}/{ref.version}@{decision.alias}",
                        "registry.decision": "champion" if decision.promoted else "challenger",
-                       "registry.note": decision.describe(SCORE_METRIC)})
+                       "registry.note": decision.describe()})
         return ref
 
     def set_experiment_tags(self, tags: dict[str, str]) -> None:
@@ -361,38 +360,21 @@ def operations() -> frozenset[str]:
                      if callable(member) and not name.startswith("_")) - {"abandon"}
 
 
-class _NoGpuFilter(logging.Filter):
-    """MLflow logs "Skip logging GPU metrics..." for every monitor it starts on a machine
-    without a usable NVIDIA (or AMD) GPU; keep the first one of the process at debug level and
-    drop the rest. Its per-sample GPU read errors (``gpu_monitor``) pass once per message."""
+_GPU_NOTES_SEEN: set[str] = set()
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: set[str] = set()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message.startswith("Skip logging GPU metrics"):
-            if "no-gpu" not in self._seen:
-                self._seen.add("no-gpu")
-                log.debug("system metrics without GPU samples (no usable NVIDIA/AMD GPU)")
+def _quiet_gpu_note(record: logging.LogRecord) -> bool:
+    """Logging filter: MLflow logs "Skip logging GPU metrics..." for every monitor it starts on
+    a machine without a usable NVIDIA (or AMD) GPU, dropped here; its per-sample GPU read errors
+    (``gpu_monitor``) pass once per message."""
+    message = record.getMessage()
+    if message.startswith("Skip logging GPU metrics"):
+        return False
+    if record.name.endswith("gpu_monitor"):
+        if message in _GPU_NOTES_SEEN:
             return False
-        if record.name.endswith("gpu_monitor"):
-            if message in self._seen:
-                return False
-            self._seen.add(message)
-        return True
-
-
-_GPU_FILTER = _NoGpuFilter()
-
-
-def _quiet_gpu_probe() -> None:
-    for name in ("mlflow.system_metrics.system_metrics_monitor",
-                 "mlflow.system_metrics.metrics.gpu_monitor"):
-        logger = logging.getLogger(name)
-        if _GPU_FILTER not in logger.filters:
-            logger.addFilter(_GPU_FILTER)
+        _GPU_NOTES_SEEN.add(message)
+    return True
 
 
 def _start_system_metrics(run_id: str, uri: str):
@@ -406,9 +388,13 @@ def _start_system_metrics(run_id: str, uri: str):
     ``end_run`` would end it with its own status). So the monitor those switches start,
     ``SystemMetricsMonitor``, is attached to the run directly; it honours the same
     ``MLFLOW_SYSTEM_METRICS_*`` variables. On a machine without a GPU, MLflow's note about it is
-    silenced (:class:`_NoGpuFilter`).
+    silenced (:func:`_quiet_gpu_note`).
     """
-    _quiet_gpu_probe()
+    for name in ("mlflow.system_metrics.system_metrics_monitor",
+                 "mlflow.system_metrics.metrics.gpu_monitor"):
+        logger = logging.getLogger(name)
+        if _quiet_gpu_note not in logger.filters:
+            logger.addFilter(_quiet_gpu_note)
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 

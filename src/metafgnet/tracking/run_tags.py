@@ -86,16 +86,12 @@ def source_tags() -> dict[str, str]:
     return tags
 
 
-def format_overrides(overrides: dict[str, str]) -> str:
-    """``{"meta.order": "first", "seed": "1"}`` -> ``"meta.order=first seed=1"`` (URLs
-    redacted, as in :func:`param_value`)."""
-    return redact_text(" ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
-
-
 def provenance_tags(params: Params, data_digest: str | None = None,
                     device: str | None = None) -> dict[str, str]:
     """Tags shared by parent and child runs: code, DVC experiment, seed, device, data."""
     rev, dirty = git_revision(), git_dirty()
+    # {"meta.order": "first", "seed": "1"} -> "meta.order=first seed=1", URLs redacted
+    overrides = " ".join(f"{k}={v}" for k, v in sorted(params_overrides().items()))
     tags = {
         EXECUTION: execution_id(),
         VERSION: metafgnet.__version__,
@@ -105,7 +101,7 @@ def provenance_tags(params: Params, data_digest: str | None = None,
         DVC_BASELINE: os.environ.get("DVC_EXP_BASELINE_REV", ""),
         GIT_COMMIT: rev or "",
         GIT_DIRTY: "" if dirty is None else str(dirty).lower(),
-        OVERRIDES: format_overrides(params_overrides()),
+        OVERRIDES: redact_text(overrides),
     }
     if data_digest:
         tags[DATA_DIGEST] = data_digest

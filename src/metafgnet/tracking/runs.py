@@ -232,13 +232,10 @@ class StageRun:
     def register_model(self, model_uri: str, name: str | None = None,
                        alias: str = DEFAULT_ALIAS):
         """Register ``model_uri`` as a new version of ``name`` (default
-        ``tracking.registered_model``). ``alias`` (``champion``) moves to it only if its
-        ``val_top1`` (linked by ``log_model(..., metrics=...)``) beats the current champion's
-        or there is none; otherwise it gets ``challenger``
-        (:func:`metafgnet.tracking.models.register_model`). The run gets the tag
-        ``registry.decision`` (``champion`` | ``challenger``) and the decision is logged with
-        both scores. Returns a :class:`~metafgnet.tracking.recorder.VersionRef` (``.name``,
-        ``.version``, ``.alias``, ``.decision``)."""
+        ``tracking.registered_model``) under the champion rule
+        (:func:`metafgnet.tracking.models.register_model`; ``val_top1`` linked by
+        ``log_model(..., metrics=...)``); the decision is logged with both scores. Returns a
+        :class:`~metafgnet.tracking.recorder.VersionRef`."""
         check_alias(alias)
         ref = self._ready().register_model(model_uri, name or self._tracking.registered_model,
                                            alias)
