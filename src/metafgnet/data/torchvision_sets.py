@@ -50,33 +50,32 @@ def _relative(paths, labels, given: Path) -> list[Record]:
     ]
 
 
-def _build(cls, what: str, expected: str, source: str, **kwargs):
-    """Instantiate a torchvision dataset with download=False, mapping its errors to DataError."""
+def _official_splits(cls, root: str | Path, splits: tuple[str, str], inner: str, what: str,
+                     expected: str, source: str) -> list:
+    """torchvision's ``cls`` for each of ``splits`` (never downloading) under the folder that
+    holds ``inner``, its errors mapped to a :class:`DataError`."""
+    outer = str(_outer_root(root, inner, what, expected, source))
     try:
-        return cls(download=False, **kwargs)
+        return [cls(root=outer, split=split, download=False) for split in splits]
     except RuntimeError:  # torchvision's "Dataset not found" (its download hint does not apply)
         raise DataError(
-            f"{what}: dataset not found under {kwargs['root']}; expected {expected} there. {source}"
+            f"{what}: dataset not found under {outer}; expected {expected} there. {source}"
         ) from None
     except (OSError, KeyError, ValueError, IndexError) as exc:
-        raise DataError(f"{what}: unreadable metadata under {kwargs['root']}: {exc!r}") from None
+        raise DataError(f"{what}: unreadable metadata under {outer}: {exc!r}") from None
 
 
 def read_aircraft(root: str | Path) -> Listing:
     """FGVC-Aircraft (100 variants): ``trainval`` as train, ``test`` as test."""
-    what = "FGVC-Aircraft"
     expected = (
         "fgvc-aircraft-2013b/data/{variants.txt, images_variant_trainval.txt, "
         "images_variant_test.txt, images/}"
     )
-    outer = _outer_root(root, "fgvc-aircraft-2013b", what, expected, AIRCRAFT_SOURCE)
-    parts = {
-        split: _build(FGVCAircraft, what, expected, AIRCRAFT_SOURCE, root=str(outer), split=split)
-        for split in ("trainval", "test")
-    }
+    parts = _official_splits(FGVCAircraft, root, ("trainval", "test"), "fgvc-aircraft-2013b",
+                             "FGVC-Aircraft", expected, AIRCRAFT_SOURCE)
     given = Path(root).expanduser()
-    train, test = (_relative(d._image_files, d._labels, given) for d in parts.values())
-    return Listing("aircraft", list(parts["test"].classes), train, test)
+    train, test = (_relative(d._image_files, d._labels, given) for d in parts)
+    return Listing("aircraft", list(parts[1].classes), train, test)
 
 
 class _Flowers102Unverified(Flowers102):
@@ -127,19 +126,14 @@ def read_flowers(root: str | Path, verify_checksums: bool = True) -> Listing:
 
 def read_cars(root: str | Path) -> Listing:
     """Stanford Cars (196 classes): official ``train`` and ``test`` splits."""
-    what = "Stanford Cars"
     expected = (
         "stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, "
         "cars_test_annos_withlabels.mat, cars_test/}"
     )
-    outer = _outer_root(root, "stanford_cars", what, expected, CARS_SOURCE)
-    parts = {
-        split: _build(StanfordCars, what, expected, CARS_SOURCE, root=str(outer), split=split)
-        for split in ("train", "test")
-    }
+    parts = _official_splits(StanfordCars, root, ("train", "test"), "stanford_cars",
+                             "Stanford Cars", expected, CARS_SOURCE)
     given = Path(root).expanduser()
     train, test = (
-        _relative([p for p, _ in d._samples], [y for _, y in d._samples], given)
-        for d in parts.values()
+        _relative([p for p, _ in d._samples], [y for _, y in d._samples], given) for d in parts
     )
-    return Listing("cars", [str(c) for c in parts["train"].classes], train, test)
+    return Listing("cars", [str(c) for c in parts[0].classes], train, test)
