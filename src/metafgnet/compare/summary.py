@@ -31,7 +31,7 @@ from metafgnet.compare.stats import (
 )
 from metafgnet.evaluation import ARMS
 from metafgnet.io import write_json, write_text
-from metafgnet.reporting.plots import plt, save_figure
+from metafgnet.reporting.plots import plt, save_png_svg
 from metafgnet.reporting.summary import META_STAGES
 
 ACCURACY = ("test_top1", "test_mean_class_acc", "val_top1")
@@ -61,10 +61,6 @@ def arm_contrast_key(first: str, second: str) -> str:
     return f"{first}-{second}"
 
 
-def _levels(grid: Grid) -> tuple[str, ...]:
-    return grid.levels or ("all",)
-
-
 def summarise(grid: Grid, records: dict[str, dict]) -> dict:
     """``records``: finished experiments by name (:func:`metafgnet.compare.grid.experiments`)."""
     conditions: dict[tuple, dict[str, dict[int, dict]]] = {}
@@ -72,7 +68,7 @@ def summarise(grid: Grid, records: dict[str, dict]) -> dict:
         level = point.value(grid.factor) if grid.factor else "all"
         by_level = conditions.setdefault(grid.condition(point), {})
         by_level.setdefault(level, {})[int(point.value("seed"))] = records[point.name]
-    out = {"factor": grid.factor, "levels": list(_levels(grid)), "seeds": list(grid.seeds),
+    out = {"factor": grid.factor, "levels": list(grid.levels or ("all",)), "seeds": list(grid.seeds),
            "randomness": randomness(grid, records), "conditions": []}
     for condition, by_level in conditions.items():
         out["conditions"].append(_condition(grid, dict(condition), by_level))
@@ -121,7 +117,7 @@ def _condition(grid: Grid, condition: dict, by_level: dict[str, dict[int, dict]]
                 if (c := ((r["metrics"].get(f"metrics/{stage}.json") or {}).get("cost") or {})
                     .get(key)) is not None]
 
-    levels = _levels(grid)
+    levels = grid.levels or ("all",)
     result = {"condition": condition,
               "arms": {arm: {lvl: {k: describe(list(arm_values(lvl, arm, k).values()))
                                    for k in ACCURACY} for lvl in levels} for arm in ARMS},
@@ -336,7 +332,7 @@ def figure(summary: dict, out: Path) -> list[Path]:
         cost_ax.set_ylabel("s / meta-iteration")
         cost_ax.set_title("meta-training cost, executions run alone", fontsize=9)
         cost_ax.grid(alpha=0.3, axis="y")
-    return save_figure(fig, out.with_suffix(".png"), out.with_suffix(".svg"))
+    return save_png_svg(fig, out)
 
 
 def write(summary: dict, out: Path, command: str) -> str:

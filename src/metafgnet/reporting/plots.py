@@ -43,7 +43,8 @@ def save_figure(fig, *paths: Path) -> list[Path]:
     return list(paths)
 
 
-def _save(fig, out_stem: Path) -> list[Path]:
+def save_png_svg(fig, out_stem: Path) -> list[Path]:
+    """The figure as ``<out_stem>.png`` and ``<out_stem>.svg`` (:func:`save_figure`)."""
     return save_figure(fig, out_stem.with_suffix(".png"), out_stem.with_suffix(".svg"))
 
 
@@ -66,7 +67,7 @@ def plot_score_distribution(groups: dict[str, np.ndarray], title: str,
     ax.set_ylabel("selection score")
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, out_stem)
+    return save_png_svg(fig, out_stem)
 
 
 def plot_curves(series: dict[str, list[dict]], x: str, ys: list[str], title: str,
@@ -83,7 +84,7 @@ def plot_curves(series: dict[str, list[dict]], x: str, ys: list[str], title: str
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, y=1.04)
-    return _save(fig, out_stem)
+    return save_png_svg(fig, out_stem)
 
 
 def plot_confusion(confusion: np.ndarray, title: str, out_stem: Path) -> list[Path]:
@@ -95,4 +96,4 @@ def plot_confusion(confusion: np.ndarray, title: str, out_stem: Path) -> list[Pa
     ax.set_ylabel("actual")
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
-    return _save(fig, out_stem)
+    return save_png_svg(fig, out_stem)

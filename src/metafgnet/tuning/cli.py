@@ -42,8 +42,7 @@ def _tune(args: argparse.Namespace) -> int:
         if args.report_only:
             summary = report_only(params, Path(args.out))
         else:
-            summary = run_tune(params, out=Path(args.out),
-                               data_dir=Path(args.data),
+            summary = run_tune(params, out=Path(args.out), data_dir=Path(args.data),
                                init=Path(args.init), worker_id=args.worker_id,
                                fail_running_first=args.fail_running)
     except (StudyMismatch, FileNotFoundError) as exc:

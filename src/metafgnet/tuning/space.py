@@ -54,8 +54,12 @@ def current_values(params: Params) -> dict[str, Any]:
             for key in params.tune.space}
 
 
-def budget_overrides(params: Params) -> dict[str, dict[str, Any]]:
-    """``meta.iterations`` / ``finetune.epochs`` from ``tune.budget``, milestones scaled."""
+def trial_params(params: Params, values: dict[str, Any]) -> Params:
+    """The params one trial trains with: ``params`` + the trial budget (``meta.iterations`` /
+    ``finetune.epochs`` from ``tune.budget``, milestones scaled) + the trial's ``values``.
+
+    Raises :class:`~metafgnet.params.ParamsError` when the combination is invalid.
+    """
     from metafgnet.training import scaled_schedule  # torch: only when a trial is built
 
     budget = params.tune.budget
@@ -63,17 +67,9 @@ def budget_overrides(params: Params) -> dict[str, dict[str, Any]]:
                            budget.meta_iterations / params.meta.iterations)
     fine = scaled_schedule(params.finetune.epochs, params.finetune.milestones,
                            budget.finetune_epochs / params.finetune.epochs)
-    return {"meta": dict(zip(("iterations", "milestones"), meta, strict=True)),
-            "finetune": dict(zip(("epochs", "milestones"), fine, strict=True))}
-
-
-def trial_params(params: Params, values: dict[str, Any]) -> Params:
-    """The params one trial trains with: ``params`` + the trial budget + the trial's ``values``.
-
-    Raises :class:`~metafgnet.params.ParamsError` when the combination is invalid.
-    """
-    raw = deep_merge(deep_merge(to_dict(params), budget_overrides(params)), nest(values))
-    return parse_params(raw)
+    budgeted = {"meta": dict(zip(("iterations", "milestones"), meta, strict=True)),
+                "finetune": dict(zip(("epochs", "milestones"), fine, strict=True))}
+    return parse_params(deep_merge(deep_merge(to_dict(params), budgeted), nest(values)))
 
 
 def study_digest(params: Params) -> str:
