@@ -55,10 +55,8 @@ def sharded_evaluate(
     model: nn.Module, ds: Dataset, *, dist: DistContext, device: torch.device,
     batch_size: int, head: str = "target", loader_kwargs: dict | None = None,
 ) -> dict:
-    """:func:`metafgnet.evaluation.evaluate` over the ranks; the same dict on every rank."""
-    if not dist.enabled:
-        return evaluate(model, ds, device=device, batch_size=batch_size, head=head,
-                        loader_kwargs=loader_kwargs)
+    """:func:`metafgnet.evaluation.evaluate` over the ranks; the same dict on every rank (in a
+    single process, evaluate's own: the metrics are recomputed from the same integers)."""
     n = len(ds)  # type: ignore[arg-type]
     local = evaluate(model, local_shard(ds, dist), device=device, batch_size=batch_size,
                      head=head, loader_kwargs=loader_kwargs, progress=dist.is_main)
