@@ -83,23 +83,16 @@ def find_leaks(splits: dict[str, list[Record]], target_root: Path, auxiliary: li
         return []
     t_digest, t_hash = fingerprints(target_root, [r for _, r in target], workers)
     a_digest, a_hash = fingerprints(auxiliary_root, auxiliary, workers)
-    by_digest: dict[str, list[int]] = {}
-    for j, digest in enumerate(t_digest):
-        by_digest.setdefault(digest, []).append(j)
     leaks = []
     for start in range(0, len(auxiliary), BLOCK):
         block = a_hash[start:start + BLOCK]
         distance = np.bitwise_count(block[:, None] ^ t_hash[None, :])  # (block, target) uint8
+        # byte-identical files have the same hash (distance 0), so exact copies are found here too
         for i, j in zip(*np.nonzero(distance <= max_distance), strict=True):
-            if a_digest[start + i] != t_digest[j]:
-                split, record = target[j]
-                leaks.append(Leak(auxiliary[start + i].path, split, record.path, "near",
-                                  int(distance[i, j])))
-    for i, digest in enumerate(a_digest):
-        for j in by_digest.get(digest, []):
             split, record = target[j]
-            leaks.append(Leak(auxiliary[i].path, split, record.path, "exact",
-                              int(np.bitwise_count(a_hash[i] ^ t_hash[j]))))
+            kind = "exact" if a_digest[start + i] == t_digest[j] else "near"
+            leaks.append(Leak(auxiliary[start + i].path, split, record.path, kind,
+                              int(distance[i, j])))
     return sorted(leaks)
 
 
