@@ -35,6 +35,7 @@ AUXILIARY_READERS: dict[str, Callable[[Path], Listing]] = {
         name="synthetic",
     ),
     "folder": read_folder,
+    "none": lambda root: Listing("none", [], []),
 }
 
 
@@ -47,10 +48,7 @@ def read_target(data: DataParams) -> Listing:
 
 def read_auxiliary(data: DataParams) -> Listing:
     """The auxiliary set named by ``data.auxiliary`` (empty for ``none``), class count checked."""
-    if data.auxiliary == "none":
-        listing = Listing("none", [], [])
-    else:
-        listing = AUXILIARY_READERS[data.auxiliary](Path(data.auxiliary_root))
+    listing = AUXILIARY_READERS[data.auxiliary](Path(data.auxiliary_root))
     _check_count(
         listing, data.num_auxiliary_classes, "data.num_auxiliary_classes", data.auxiliary_root
     )
