@@ -48,24 +48,18 @@ def sync_step(
     ``running_buffers`` IN PLACE; OR the ``stop`` flags. See the module docstring."""
     if not dist.enabled:
         return StepAgreement(grads, scalars, stop)
-    flat: list[Tensor] = [g for mapping in grads for g in mapping.values()]
-    n_grads = len(flat)
-    flat += running_buffers
+    flat: list[Tensor] = [g for mapping in grads for g in mapping.values()] + running_buffers
     device = flat[0].device if flat else torch.device("cpu")
     names = list(scalars)
     # scalars and the stop flag travel as one small float64 vector
     flat.append(torch.stack([*(scalars[n].detach().double().reshape(()).to(device) for n in names),
                              torch.tensor(float(stop), dtype=torch.float64, device=device)]))
-    mean = dist.all_reduce_mean(flat)
-    out_grads, i = [], 0
-    for mapping in grads:
-        out_grads.append(dict(zip(mapping, mean[i:i + len(mapping)], strict=True)))
-        i += len(mapping)
+    mean = iter(dist.all_reduce_mean(flat))  # in the order of flat
+    out_grads = [{name: next(mean) for name in mapping} for mapping in grads]
     with torch.no_grad():
-        for buf, avg in zip(running_buffers, mean[n_grads:n_grads + len(running_buffers)],
-                            strict=True):
-            buf.copy_(avg)
-    vector = mean[-1]
+        for buf in running_buffers:
+            buf.copy_(next(mean))
+    vector = next(mean)
     out_scalars = {n: vector[k].to(scalars[n].dtype if scalars[n].is_floating_point()
                                    else torch.float64) for k, n in enumerate(names)}
     return StepAgreement(out_grads, out_scalars, bool(vector[-1] > 0))
