@@ -2,8 +2,8 @@
 
 Values recorded while the stage's run is still being opened (in the background) wait here.
 
-Values are time-stamped when recorded and sent when ``flush_seconds`` have passed since the last
-send or ``max_pending`` values are waiting, and at the end of the stage.
+Values are time-stamped when recorded and sent when :data:`FLUSH_SECONDS` have passed since the
+last send or :data:`MAX_PENDING` values are waiting, and at the end of the stage.
 
 A tracking server may restart while a stage runs; nothing is lost. A send that fails mid-stage
 (after MLflow's own retries) moves the values to a spool file on disk (``metric-spool/`` in the
@@ -63,13 +63,10 @@ class MetricBuffer:
     """Values waiting for ``sink.log_metrics([(key, value, timestamp_ms, step), ...])`` (a
     :class:`~metafgnet.tracking.recorder.Recorder`, here or in the tracking agent)."""
 
-    def __init__(self, uri: str, flush_seconds: float | None = None,
-                 max_pending: int = MAX_PENDING):
+    def __init__(self, uri: str):
         self._sink = None
         self._run_id: str | None = None
         self._uri = uri
-        self._flush_seconds = FLUSH_SECONDS if flush_seconds is None else flush_seconds
-        self._max_pending = max_pending
         self._pending: list = []
         self._spool: Path | None = None  # the file of values a failed send left, if any
         self._spooled = 0
@@ -90,8 +87,8 @@ class MetricBuffer:
         self._pending.extend((str(k), float(v), now_ms, step) for k, v in metrics.items())
         if self._sink is None:  # the run is still being opened
             return
-        if (len(self._pending) >= self._max_pending
-                or time.monotonic() - self._last_flush >= self._flush_seconds):
+        if (len(self._pending) >= MAX_PENDING
+                or time.monotonic() - self._last_flush >= FLUSH_SECONDS):
             self.flush(final=False)
 
     def flush(self, final: bool = True) -> None:
@@ -132,7 +129,7 @@ class MetricBuffer:
     def _send(self, values: list) -> None:
         """Send ``values`` in batches, each removed from the list once the server took it."""
         while values:
-            batch = values[: self._max_pending]
+            batch = values[:MAX_PENDING]
             self._sink.log_metrics(batch)
             self.requests += 1
             del values[: len(batch)]

@@ -45,11 +45,8 @@ def _cmdline(pid: int) -> list[str]:
 
 def is_dvc_command(argv: list[str]) -> bool:
     """True for ``dvc ...``, ``python .../bin/dvc ...`` and ``python -m dvc ...``."""
-    if argv and Path(argv[0]).name in _DVC_NAMES:
-        return True
-    if len(argv) > 1 and Path(argv[1]).name in _DVC_NAMES:
-        return True
-    return argv[1:3] == ["-m", "dvc"]
+    return (any(Path(arg).name in _DVC_NAMES for arg in argv[:2])
+            or argv[1:3] == ["-m", "dvc"])
 
 
 def dvc_ancestor(pid: int | None = None) -> int | None:

@@ -38,8 +38,6 @@ class Session:
     uri: str
     experiment_id: str
     client: object  # mlflow.MlflowClient; typed loosely so importing this module stays cheap
-    offline: bool = False
-    intended_uri: str | None = None  # the unreachable server when ``offline``
 
 
 def store_lock(uri: str, purpose: str) -> contextlib.AbstractContextManager:
@@ -90,8 +88,7 @@ class Target:
     """The resolved, probed tracking URI (cheap to get: MLflow is not imported)."""
 
     uri: str
-    offline: bool = False
-    intended_uri: str | None = None  # the unreachable server when ``offline``
+    intended_uri: str | None = None  # offline (``tracking.offline``): the unreachable server
 
 
 def resolve_target(tracking: TrackingParams, root: str | Path | None = None) -> Target:
@@ -109,7 +106,7 @@ def resolve_target(tracking: TrackingParams, root: str | Path | None = None) -> 
             raise
         local = uri_mod.local_uri(root)
         log.warning("%s -- tracking.offline is set: recording to %s", exc, local)
-        return Target(local, offline=True, intended_uri=uri)
+        return Target(local, intended_uri=uri)
     return Target(uri)
 
 
@@ -128,7 +125,7 @@ def connect(target: Target, tracking: TrackingParams, root: str | Path | None = 
         experiment_id = ensure_experiment(
             client, tracking.experiment, uri_mod.artifact_location(target.uri, root)
         )
-    return Session(target.uri, experiment_id, client, target.offline, target.intended_uri)
+    return Session(target.uri, experiment_id, client)
 
 
 def open_session(tracking: TrackingParams, root: str | Path | None = None) -> Session:

@@ -101,8 +101,7 @@ def log_model(model, name: str, input_example: Any, *, run_id: str, step: int = 
 
     ``input_example``: a batch (tensor or array) of model inputs; its first sample is stored as
     the example and, with the model's output on it, gives the signature. ``step``: the model's
-    step in the run; MLflow links to the new model every metric the run already has at that
-    step (:meth:`metafgnet.tracking.runs.StageRun.log_model` picks a step with none).
+    step in the run (:meth:`metafgnet.tracking.runs.StageRun.log_model` says which).
     """
     import mlflow.pytorch
 

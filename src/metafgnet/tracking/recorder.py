@@ -93,8 +93,7 @@ class VersionRef:
 
 def session_for(target: Target, tracking: TrackingParams, root: str | Path | None) -> Session:
     """The store and experiment of ``target``, opened once per process (thread-safe)."""
-    key = (target.uri, tracking.experiment, target.offline, target.intended_uri,
-           str(root) if root is not None else None)
+    key = (target, tracking.experiment, None if root is None else str(root))
     with _SESSIONS_LOCK:
         if key not in _SESSIONS:
             try:
@@ -219,9 +218,8 @@ class Recorder:
     def log_model(self, model, name: str, input_example: Any, step: int = 0,
                   metrics: dict[str, float] | None = None,
                   datasets: dict[str, tuple[str, str]] | None = None) -> ModelRef:
-        """See :func:`metafgnet.tracking.models.log_model`; ``metrics`` are then linked to the
-        new model at ``step`` (``datasets``: metric key -> the ``(name, digest)`` it was
-        measured on), see :func:`metafgnet.tracking.models.model_metrics`."""
+        """:func:`metafgnet.tracking.models.log_model`, then ``metrics`` linked to the new model
+        (:func:`metafgnet.tracking.models.model_metrics`)."""
         import time
 
         with _MODELS_LOCK:

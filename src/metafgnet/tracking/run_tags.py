@@ -59,8 +59,8 @@ def stage_params(params: Params, sections: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"unknown params section {section!r}; valid: {', '.join(valid)}")
         value = getattr(params, section)
         if dataclasses.is_dataclass(value):
-            out.update(flatten({section: to_dict(value)}))
-        elif isinstance(value, dict):
+            value = to_dict(value)
+        if isinstance(value, dict):
             out.update(flatten({section: value}) if value else {section: "{}"})
         else:
             out[section] = value

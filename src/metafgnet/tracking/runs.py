@@ -341,9 +341,9 @@ def stage_run(
     root = Path(root).resolve() if root is not None else repo_root()
     target = resolve_target(tracking, root)
     tags = run_tags.provenance_tags(params, data_digest, device)
-    if target.offline:
+    if target.intended_uri is not None:  # offline
         tags[run_tags.OFFLINE] = "true"
-        tags[run_tags.INTENDED_URI] = redact_url(target.intended_uri or "")
+        tags[run_tags.INTENDED_URI] = redact_url(target.intended_uri)
     log_system = (tracking.system_metrics and is_training_stage(stage)
                   if system_metrics is None else system_metrics)
     spec = StageSpec(target, tracking, str(root),
