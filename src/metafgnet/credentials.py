@@ -16,25 +16,19 @@ The password itself belongs in the environment, read by the client that connects
 from __future__ import annotations
 
 import re
-import urllib.parse
 
 # scheme://userinfo@ : the user information ends at the last "@" before the path
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its ``user:password@`` part (unchanged when it has none)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def redact_text(text: str) -> str:
     """``text`` with the ``user:password@`` part of every URL in it removed."""
     return _USERINFO.sub(r"\g<scheme>", text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its ``user:password@`` part (unchanged when it has none)."""
+    return redact_text(url)
 
 
 def auth_hint(error_text: str) -> str:

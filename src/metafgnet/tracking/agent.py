@@ -310,9 +310,8 @@ class RemoteRecorder:
         if status == "ok":
             return reply[0]
         message, remote_traceback = reply
-        if not remote_traceback:
-            raise TrackingError(message)
-        raise TrackingError(f"{message}\n(in the tracking agent:)\n{remote_traceback}")
+        raise TrackingError(f"{message}\n(in the tracking agent:)\n{remote_traceback}"
+                            if remote_traceback else message)
 
     def close(self) -> None:
         self._conn.close()

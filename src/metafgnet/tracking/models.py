@@ -82,18 +82,9 @@ def _flavor_kwargs(cpu_model, input_example: Any, name: str) -> dict:
             f"log_model({name!r}): the model returned {type(output).__name__}; a logged "
             "model must return one tensor (wrap it to return the logits)"
         )
+    logging.getLogger("mlflow.pytorch").addFilter(_not_pickle_warning)  # added once, for good
     return {"serialization_format": SERIALIZATION_FORMAT, "pip_requirements": pip_requirements(),
             "signature": infer_signature(example, _as_numpy(output)), "input_example": example}
-
-
-@contextlib.contextmanager
-def _quiet_pickle_warning():
-    pytorch_logger = logging.getLogger("mlflow.pytorch")
-    pytorch_logger.addFilter(_not_pickle_warning)
-    try:
-        yield
-    finally:
-        pytorch_logger.removeFilter(_not_pickle_warning)
 
 
 def log_model(model, name: str, input_example: Any, *, run_id: str, step: int = 0):
@@ -110,13 +101,11 @@ def log_model(model, name: str, input_example: Any, *, run_id: str, step: int = 
     was_training = cpu_model.training
     cpu_model.eval()
     try:
-        kwargs = _flavor_kwargs(cpu_model, input_example, name)
-        with _quiet_pickle_warning():
-            return mlflow.pytorch.log_model(
-                cpu_model, name=name, step=step,
-                run_id=run_id,  # passed on to Model.log: no active (thread-local) run needed
-                **kwargs,
-            )
+        return mlflow.pytorch.log_model(
+            cpu_model, name=name, step=step,
+            run_id=run_id,  # passed on to Model.log: no active (thread-local) run needed
+            **_flavor_kwargs(cpu_model, input_example, name),
+        )
     finally:
         cpu_model.train(was_training)
 
@@ -129,7 +118,7 @@ def warm_up() -> None:
     import torch
 
     tiny = torch.nn.Linear(2, 2).eval()
-    with tempfile.TemporaryDirectory() as tmp, _quiet_pickle_warning():
+    with tempfile.TemporaryDirectory() as tmp:
         mlflow.pytorch.save_model(tiny, f"{tmp}/model",
                                   **_flavor_kwargs(tiny, torch.zeros(1, 2), "warm-up"))
 

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -220,8 +221,6 @@ class Recorder:
                   datasets: dict[str, tuple[str, str]] | None = None) -> ModelRef:
         """:func:`metafgnet.tracking.models.log_model`, then ``metrics`` linked to the new model
         (:func:`metafgnet.tracking.models.model_metrics`)."""
-        import time
-
         with _MODELS_LOCK:
             self._use_as_default()
             info = _log_model(model, name, input_example, run_id=self._run_id, step=step)
@@ -278,8 +277,6 @@ class Recorder:
         this execution (its child runs) or were reused from earlier ones; its description
         says what differs from the baseline. Returns ``{"ran": [...], "reused": [...]}``.
         """
-        import time
-
         from mlflow.entities import Metric, RunTag
 
         client, parent_id = self._client, self._parent_id

@@ -20,14 +20,6 @@ PARAMS = ("meta.order", "seed")
 GROUP_BY = "meta.order"  # the param whose values the view's groups are
 
 
-def view_metrics(arms: Sequence[str]) -> tuple[str, ...]:
-    """The view's metric columns for ``arms``: few enough to be drawn at once (the table draws
-    only the columns in view; metrics come first, alphabetically, then params); any other
-    column is one click away under "Columns"."""
-    return (*(f"test_top1/{arm}" for arm in arms), "cost/meta_train/seconds_per_iter",
-            "cost/meta_train/peak_memory_mib")
-
-
 def compare_view_state(arms: Sequence[str]) -> str:
     """The view's state, as the UI stores it (JSON; keys of the runs page's search and UI
     state, columns as ``params.`<key>``` / ``metrics.`<key>```). ``groupBy`` is the UI's run
@@ -37,8 +29,12 @@ def compare_view_state(arms: Sequence[str]) -> str:
     return json.dumps({
         "searchFilter": "tags.`metafgnet.role` = 'pipeline'",
         "orderByKey": "attributes.start_time", "orderByAsc": False,
+        # few enough columns to be drawn at once (the table draws only those in view, metrics
+        # first, alphabetically, then params); any other is one click away under "Columns"
         "selectedColumns": [*(f"params.`{p}`" for p in PARAMS),
-                            *(f"metrics.`{m}`" for m in view_metrics(arms))],
+                            *(f"metrics.`test_top1/{arm}`" for arm in arms),
+                            "metrics.`cost/meta_train/seconds_per_iter`",
+                            "metrics.`cost/meta_train/peak_memory_mib`"],
         "groupBy": {"aggregateFunction": "average",
                     "groupByKeys": [{"mode": "param", "groupByData": GROUP_BY}]},
     })
