@@ -31,10 +31,6 @@ LINE_FORMAT = ("{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:.0f}%), elapsed 
                "ETA {remaining}, {rate_fmt}")
 
 
-def _interval() -> float:
-    return float(os.environ.get("METAFGNET_PROGRESS_EVERY", "30"))
-
-
 class Progress:
     """``with Progress("meta_train", total=300, unit="step", initial=start) as bar:
     bar.update()`` once per step (``initial``: steps already done by a resumed run; the rate
@@ -49,6 +45,7 @@ class Progress:
         self.shown = (enabled and Progress._open == 0
                       and os.environ.get("METAFGNET_PROGRESS", "on") != "off")
         self.live = self.shown and sys.stderr.isatty()
+        self.every = float(os.environ.get("METAFGNET_PROGRESS_EVERY", "30"))  # seconds between lines
         self._bar: tqdm | None = None
         self._redirect: contextlib.AbstractContextManager | None = None
         self._lines = 0
@@ -67,19 +64,16 @@ class Progress:
         self.n += n
         if self._bar is not None:
             self._bar.update(n)
-        elif self.shown and time.monotonic() - self._last >= _interval():
+        elif self.shown and time.monotonic() - self._last >= self.every:
             self._line()
 
-    def line(self) -> str:
-        """The plain progress line as it stands now."""
+    def _line(self) -> None:
+        """Log the plain progress line as it stands now."""
         elapsed = time.monotonic() - self.started
         done = self.n - self.initial
         rate = done / elapsed if elapsed > 0 and done > 0 else None
-        return tqdm.format_meter(self.n, self.total, elapsed, prefix=self.desc, unit=self.unit,
-                                 rate=rate, bar_format=LINE_FORMAT)
-
-    def _line(self) -> None:
-        log.info("%s", self.line())
+        log.info("%s", tqdm.format_meter(self.n, self.total, elapsed, prefix=self.desc,
+                                         unit=self.unit, rate=rate, bar_format=LINE_FORMAT))
         self._lines += 1
         self._last = time.monotonic()
 
