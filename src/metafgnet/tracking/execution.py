@@ -49,9 +49,9 @@ def is_dvc_command(argv: list[str]) -> bool:
             or argv[1:3] == ["-m", "dvc"])
 
 
-def dvc_ancestor(pid: int | None = None) -> int | None:
-    """Pid of the nearest DVC process above ``pid`` (default: this process), else None."""
-    stat = _proc_stat(pid or os.getpid())
+def dvc_ancestor() -> int | None:
+    """Pid of the nearest DVC process above this one, else None."""
+    stat = _proc_stat(os.getpid())
     seen = 0
     while stat is not None and stat[0] > 1 and seen < 64:
         parent = stat[0]
@@ -79,9 +79,8 @@ def execution_id() -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def params_overrides(params_file: str | Path = "params.yaml",
-                     cwd: str | Path | None = None) -> dict[str, str]:
-    """What this execution's params change against its baseline commit, as dotted keys.
+def params_overrides() -> dict[str, str]:
+    """What ``params.yaml`` (of the current directory) changes against the baseline, dotted.
 
     The baseline is ``DVC_EXP_BASELINE_REV`` in a DVC experiment, else ``HEAD``: after
     ``dvc exp run -S meta.order=first`` this is ``{"meta.order": "first"}``. Empty when the
@@ -91,8 +90,8 @@ def params_overrides(params_file: str | Path = "params.yaml",
     from metafgnet.params import flatten
 
     rev = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
-    committed = git_output("show", f"{rev}:{Path(params_file).as_posix()}", cwd=cwd)
-    path = Path(cwd or ".") / params_file
+    committed = git_output("show", f"{rev}:params.yaml")
+    path = Path("params.yaml")
     if committed is None or not path.is_file():
         return {}
     base, now = parse_yaml_text(committed), read_yaml(path)

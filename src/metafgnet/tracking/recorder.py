@@ -60,9 +60,7 @@ class Opened:
 
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
-    """What :meth:`Recorder.open` opens: where (``target``, ``tracking``, ``root``), the
-    stage's child ``run`` and its execution's ``parent``, and whether system metrics are
-    sampled on the child."""
+    """What :meth:`Recorder.open` opens, and where."""
 
     target: Target
     tracking: TrackingParams

@@ -100,10 +100,10 @@ class StageRun:
         self._thread.start()
 
     @classmethod
-    def null(cls, stage: str = "", tracking: TrackingParams | None = None) -> StageRun:
+    def null(cls, stage: str) -> StageRun:
         """The run of a stage that records nothing: every call is a no-op (returning None),
         ``enabled`` is false, ``run_id`` and the other ids are None."""
-        run = cls(None, tracking or TrackingParams(enabled=False), NullRecorder())
+        run = cls(None, TrackingParams(enabled=False), NullRecorder())
         run.stage, run.enabled = stage, False
         return run
 
@@ -204,17 +204,15 @@ class StageRun:
 
     def log_model(self, model, name: str, input_example: Any,
                   metrics: Mapping[str, Any] | None = None):
-        """Log a PyTorch model (see :mod:`metafgnet.tracking.models`); returns a
-        :class:`~metafgnet.tracking.recorder.ModelRef` (``.model_uri`` loads it, ``.model_id``
-        names the MLflow 3 logged model), or None when ``tracking.log_models`` is false.
+        """Log a PyTorch model (:mod:`metafgnet.tracking.models`); returns a
+        :class:`~metafgnet.tracking.recorder.ModelRef`, or None when ``tracking.log_models`` is
+        false.
 
-        ``metrics``: scores measured on this model (e.g. ``{"val_top1": 0.81}``; values that
-        are not real numbers, such as nested dicts, are left out), linked to it: they show in
-        the Models tab and ``mlflow.get_logged_model(model_id).metrics``, and as run metrics.
-        Those named ``val_*`` / ``test_*`` are also linked to the ``target-val`` /
-        ``target-test`` dataset when the run logged the prepared data. The model takes the step
-        after the stage's last metric step: MLflow links to a new model every metric the run
-        already has at its step, and the stage's own metrics are none of them.
+        ``metrics``: scores measured on this model (``{"val_top1": 0.81}``; values that are not
+        real numbers are left out), linked to it and to the ``target-val`` / ``target-test``
+        dataset (``val_*`` / ``test_*``) when the run logged the prepared data. The model takes
+        the step after the stage's last metric step: MLflow links to a new model every metric
+        the run already has at its step, and the stage's own metrics are none of them.
         """
         if not self._tracking.log_models:
             return None
@@ -333,7 +331,7 @@ def stage_run(
     """
     tracking = tracking if tracking is not None else params.tracking
     if not tracking.enabled:
-        yield StageRun.null(stage, tracking)
+        yield StageRun.null(stage)
         return
     child_params = run_tags.stage_params(params, sections)  # bad section names fail first
     if lineage:
