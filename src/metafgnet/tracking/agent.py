@@ -366,7 +366,6 @@ class _Agent:
             return False
         finally:
             self.server.settimeout(0.5)
-        sock.setblocking(True)
         self._start(sock)
         return True
 
