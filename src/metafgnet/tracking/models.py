@@ -48,15 +48,10 @@ def _not_pickle_warning(record: logging.LogRecord) -> bool:
 
 
 def pip_requirements() -> list[str]:
-    """``name==version`` pins of the installed packages a pickled model needs."""
-    pins = []
-    for name in _PINNED:
-        try:
-            version = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-        pins.append(f"{name}=={version.split('+', 1)[0]}")  # local labels (+cu128) are not on PyPI
-    return pins
+    """``name==version`` pins of the installed packages a pickled model needs (dependencies of
+    this package and of MLflow: always installed)."""
+    # local version labels (+cu128) are not on PyPI
+    return [f"{name}=={metadata.version(name).split('+', 1)[0]}" for name in _PINNED]
 
 
 def _as_numpy(x: Any):
