@@ -114,11 +114,9 @@ def paired_difference(a: dict[int, float], b: dict[int, float],
     diffs = [b[s] - a[s] for s in seeds]
     out: dict = describe(diffs)
     n = out["n"]
-    if n > 1:
-        half = student_t.ppf(0.5 + confidence / 2, n - 1) * out["std"] / math.sqrt(n)
-        out.update(low=out["mean"] - half, high=out["mean"] + half)
-    else:
-        out.update(low=math.nan, high=math.nan)
+    half = (student_t.ppf(0.5 + confidence / 2, n - 1) * out["std"] / math.sqrt(n) if n > 1
+            else math.nan)
+    out.update(low=out["mean"] - half, high=out["mean"] + half)
     out["boot_low"], out["boot_high"] = bootstrap_interval([a[s] for s in seeds],
                                                         [b[s] for s in seeds], confidence)
     out["ahead"] = sum(d > 0 for d in diffs) / n if n else math.nan

@@ -24,8 +24,6 @@ from pathlib import Path
 from metafgnet.errors import UserError
 from metafgnet.io import write_text
 
-DEFAULT_OUT = Path("dvc_plots_offline")
-
 # where an id is defined or referenced, up to the id itself
 _ID_REF = re.compile(r'\bid="(?=[^"]+")|url\(#(?=[^)]+\))|href="#(?=[^"]+")')
 
@@ -86,15 +84,15 @@ def _scoped_svg(svg: str, prefix: str) -> str:
     return _ID_REF.sub(lambda m: m.group(0) + prefix, svg)
 
 
-def render(revs: list[str] | None = None, out: Path = DEFAULT_OUT, repo: Path = Path(".")) -> Path:
-    """Write ``out/index.html`` (self-contained) and ``out/*.svg`` for the repo's plots at
-    ``revs`` (none: the workspace, as ``dvc plots show``); return the page's path."""
+def render(revs: list[str], out: Path) -> Path:
+    """Write ``out/index.html`` (self-contained) and ``out/*.svg`` for the plots of the DVC
+    repository here at ``revs`` (none: the workspace, as ``dvc plots show``); return the page's
+    path."""
     import vl_convert
 
-    out = Path(out)
     sections: list[str] = []
     with tempfile.TemporaryDirectory() as images:
-        answer = dvc_plots_json(list(revs or []), Path(repo), Path(images))
+        answer = dvc_plots_json(revs, Path("."), Path(images))
         plots = answer.get("data") or {}
         errors = answer.get("errors") or []
         check_cached(errors)
@@ -119,7 +117,7 @@ def render(revs: list[str] | None = None, out: Path = DEFAULT_OUT, repo: Path = 
                     parts.append(f'<figure>{_scoped_svg(svg, f"p{number}_{index}_")}'
                                  f"<figcaption>{html.escape(revisions)}</figcaption></figure>")
                 elif entry.get("type") == "image":
-                    png = base64.b64encode((Path(repo) / entry["url"]).read_bytes()).decode()
+                    png = base64.b64encode(Path(entry["url"]).read_bytes()).decode()
                     parts.append(f'<figure><img alt="{html.escape(title)}" '
                                  f'src="data:image/png;base64,{png}">'
                                  f"<figcaption>{html.escape(revisions)}</figcaption></figure>")

@@ -82,11 +82,11 @@ def finish_parent(ref: TrackerRef | None, metrics: Mapping[str, float], artifact
     end_run(client, ref.parent_run_id, status)
 
 
+@dataclasses.dataclass
 class TrialLogger:
     """Child runs of the trials one worker runs (no-op when ``ref`` is None)."""
 
-    def __init__(self, ref: TrackerRef | None):
-        self.ref = ref
+    ref: TrackerRef | None
 
     @functools.cached_property
     def _client(self):

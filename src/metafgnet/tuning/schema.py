@@ -172,9 +172,9 @@ def check_space_dim(params: Params, key: str, dim: SearchDim) -> str | None:
             return "has no effect unless tune.budget.selection is true"
         if params.select.criterion != _SELECT_VALUES[key] and "select.criterion" not in params.tune.space:
             return f"has no effect with select.criterion {params.select.criterion!r}"
-    values = dim.choices if dim.type == "categorical" else [("low", dim.low), ("high", dim.high)]
-    for item in values:
-        what, value = item if isinstance(item, tuple) else ("choice", item)
+    values = ([("choice", c) for c in dim.choices or ()] if dim.type == "categorical"
+              else [("low", dim.low), ("high", dim.high)])
+    for what, value in values:
         if dim.type == "int":
             value = int(value)
         try:
