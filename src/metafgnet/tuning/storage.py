@@ -26,6 +26,7 @@ from pathlib import Path
 
 from metafgnet.io import file_lock
 from metafgnet.provenance import repo_root
+from metafgnet.tracking.uri import sqlite_path
 from metafgnet.tuning.schema import TuneParams
 
 DB_NAME = "optuna.db"
@@ -62,13 +63,9 @@ def _init_lock(url: str) -> contextlib.AbstractContextManager:
     starting together must not both create the tables of a fresh sqlite database. The file is
     locked as itself (``flock``, independent of sqlite's own locks), so no lock file is left
     behind (an empty file is a valid empty sqlite database). A no-op for servers."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
-    elif url.startswith(JOURNAL_PREFIX):
-        path = Path(url.removeprefix(JOURNAL_PREFIX))
-    else:
-        return contextlib.nullcontext()
-    if str(path) == ":memory:":
+    path = (Path(url.removeprefix(JOURNAL_PREFIX)) if url.startswith(JOURNAL_PREFIX)
+            else sqlite_path(url))
+    if path is None or str(path) == ":memory:":
         return contextlib.nullcontext()
     return file_lock(path)
 
