@@ -43,7 +43,7 @@ def _arm_table(metrics: dict, best: str) -> list[str]:
     return lines
 
 
-def _confusion(predictions: Path) -> tuple[np.ndarray, list[str]]:
+def _confusion(predictions: Path) -> np.ndarray:
     with predictions.open() as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     names = sorted({r["actual"] for r in rows} | {r["predicted"] for r in rows})
@@ -51,7 +51,7 @@ def _confusion(predictions: Path) -> tuple[np.ndarray, list[str]]:
     conf = np.zeros((len(names), len(names)), dtype=np.int64)
     for r in rows:
         conf[index[r["actual"]], index[r["predicted"]]] += 1
-    return conf, names
+    return conf
 
 
 def _selection(select: dict) -> list[str]:
@@ -115,8 +115,8 @@ def build_report(results: Path, models: Path, metrics_dir: Path, out: Path, targ
     plot_curves(meta, *META_CURVES, "meta-training", out / "meta_training")
     tune = {a: read_tsv(models / "finetune" / a / "curves.tsv") for a in ARMS}
     plot_curves(tune, *FINETUNE_CURVES, "fine-tuning", out / "finetuning")
-    conf, _ = _confusion(results / "evaluate" / "predictions.tsv")
-    plot_confusion(conf, f"{best} (test)", out / "confusion")
+    plot_confusion(_confusion(results / "evaluate" / "predictions.tsv"), f"{best} (test)",
+                   out / "confusion")
     lines += ["## Curves", "", "![meta-training](meta_training.png)", "",
               "![fine-tuning](finetuning.png)", "", f"## Confusion matrix of `{best}` (test)",
               "", "![confusion](confusion.png)", ""]

@@ -77,8 +77,7 @@ def markdown(summary: dict) -> str:
     if best:
         lines += [f"Best: trial {best['number']}, value {best['value']:.4f}", ""]
         lines += [f"- `{k}` = {v!r}" for k, v in best["params"].items()] + [""]
-    keys = list(summary["space"])
-    names = [k.removeprefix("space.") for k in keys]
+    names = [k.removeprefix("space.") for k in summary["space"]]
     lines += ["| trial | state | value | " + " | ".join(names) + " |",
               "|---|---|---|" + "---|" * len(names)]
     for row in summary["trials"]:
