@@ -93,12 +93,10 @@ def markdown(summary: dict) -> str:
 def _plots(study, out: Path) -> tuple[list[str], set[str]]:
     """Render :data:`PLOTS` (atomic writes); return notes for plots that could not be made and
     the names written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna
     from optuna.visualization import matplotlib as ovm
+
+    from metafgnet.reporting.plots import plt  # the Agg backend
 
     notes, written = [], set()
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
