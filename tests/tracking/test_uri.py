@@ -127,4 +127,7 @@ def test_probe_needs_an_answer_from_a_tracking_server(status, reachable):
 
 
 def test_local_stores_are_not_probed(tmp_path):
-    uri_mod.probe(f"sqlite:///{tmp_path}/mlflow.db")
+    """A local store is opened by the stage itself: probing neither fails nor creates it."""
+    for uri in (f"sqlite:///{tmp_path}/mlflow.db", f"file://{tmp_path}/mlruns", str(tmp_path / "x")):
+        assert uri_mod.probe(uri, timeout=0.01) is None
+    assert list(tmp_path.iterdir()) == []

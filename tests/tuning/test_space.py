@@ -181,15 +181,32 @@ def test_apply_adds_missing_sections(tmp_path):
     assert params.read_text() == "seed: 0\nmeta:\n  inner_lr: 0.5\n"
 
 
-@pytest.mark.parametrize(("pruner", "cls"), [("median", optuna.pruners.MedianPruner),
-                                             ("hyperband", optuna.pruners.HyperbandPruner),
-                                             ("none", optuna.pruners.NopPruner)])
-def test_pruner_and_sampler_come_from_params(pruner, cls):
+@pytest.mark.parametrize(("pruner", "cls", "expected"), [
+    ("median", optuna.pruners.MedianPruner,
+     {"_n_startup_trials": 4, "_n_warmup_steps": 3, "_interval_steps": 2}),
+    ("hyperband", optuna.pruners.HyperbandPruner,
+     {"_min_resource": 2, "_max_resource": 7, "_reduction_factor": 4}),
+    ("none", optuna.pruners.NopPruner, {}),
+])
+def test_pruner_and_sampler_come_from_params(pruner, cls, expected):
+    """Every non-default setting of tune.pruning / tune.sampler reaches the Optuna object."""
     from metafgnet.tuning.study import make_pruner, make_sampler
 
-    tune = parse_params({"tune": {"pruner": pruner}}).tune
-    assert isinstance(make_pruner(tune), cls)
-    assert isinstance(make_sampler(tune, seed=1), optuna.samplers.TPESampler)
+    tune = parse_params({"tune": {
+        "pruner": pruner,
+        "pruning": {"n_startup_trials": 4, "n_warmup_steps": 3, "interval_steps": 2,
+                    "min_resource": 2, "reduction_factor": 4},
+        "budget": {"finetune_epochs": 7},
+        "sampler": {"n_startup_trials": 9, "n_ei_candidates": 13, "multivariate": False,
+                    "constant_liar": False},
+    }}).tune
+    made = make_pruner(tune)
+    assert isinstance(made, cls)
+    assert {k: getattr(made, k) for k in expected} == expected
+    tpe = make_sampler(tune, seed=1)
+    assert isinstance(tpe, optuna.samplers.TPESampler)
+    assert (tpe._n_startup_trials, tpe._n_ei_candidates, tpe._multivariate,
+            tpe._constant_liar) == (9, 13, False, False)
     random = parse_params({"tune": {"sampler": {"kind": "random"}}}).tune
     assert isinstance(make_sampler(random, seed=1), optuna.samplers.RandomSampler)
 
