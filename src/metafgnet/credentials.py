@@ -2,8 +2,8 @@
 
 A tracking or storage URL may carry ``user:password@``; params files are committed to git and
 params are logged to MLflow, so the package never writes the user information of a URL
-anywhere: :func:`redact_url` for a URL, :func:`redact_text` for free text (a logged param value,
-a params override, an error message). This module is the one home of that rule.
+anywhere: :func:`redact_text` removes it from a URL or from free text holding URLs (a logged
+param value, a params override, an error message). This module is the one home of that rule.
 
 The password itself belongs in the environment, read by the client that connects:
 
@@ -24,11 +24,6 @@ _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
 def redact_text(text: str) -> str:
     """``text`` with the ``user:password@`` part of every URL in it removed."""
     return _USERINFO.sub(r"\g<scheme>", text)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its ``user:password@`` part (unchanged when it has none)."""
-    return redact_text(url)
 
 
 def auth_hint(error_text: str) -> str:

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metafgnet.credentials import redact_text, redact_url
+from metafgnet.credentials import redact_text
 from metafgnet.params import parse_params
 from metafgnet.tracking import stage_run
 
 
 def test_redact_url_and_text():
-    assert redact_url("postgresql://me:p@ss@db.example:5432/optuna") == (
+    assert redact_text("postgresql://me:p@ss@db.example:5432/optuna") == (
         "postgresql://db.example:5432/optuna")
-    assert redact_url("sqlite:////abs/optuna.db") == "sqlite:////abs/optuna.db"
+    assert redact_text("sqlite:////abs/optuna.db") == "sqlite:////abs/optuna.db"
     text = "a http://u:pw@h/x, b postgresql+psycopg://me:s3@db/o and c https://h/p?u=a@b"
     assert redact_text(text) == "a http://h/x, b postgresql+psycopg://db/o and c https://h/p?u=a@b"
 
@@ -106,14 +106,14 @@ def test_a_password_in_tune_storage_is_in_no_tuning_record_nor_output(postgres, 
     study.tell(trial, 0.5)
     out = tmp_path / "out"
     report_only(params, out)  # the tune stage's outputs, rewritten from the stored study
-    ref = start_parent(params, "secret", redact_url(url), 1)
+    ref = start_parent(params, "secret", redact_text(url), 1)
     finish_parent(ref, {"best_value": 0.5}, sorted(out.iterdir()))
 
     import mlflow
 
     logged = mlflow.MlflowClient().get_run(ref.parent_run_id).data
-    assert logged.params["tune.storage"] == redact_url(url) == plain.replace("postgres@", "")
-    assert yaml.safe_load((out / "summary.json").read_text())["storage"] == redact_url(url)
+    assert logged.params["tune.storage"] == redact_text(url) == plain.replace("postgres@", "")
+    assert yaml.safe_load((out / "summary.json").read_text())["storage"] == redact_text(url)
     for path in _files(store) + _files(out):  # database, artifacts (the outputs), outputs
         assert password.encode() not in path.read_bytes(), path
     out_text, err_text = capfd.readouterr()

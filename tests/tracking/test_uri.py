@@ -71,9 +71,9 @@ def test_server_uri_has_no_local_artifact_location():
 
 
 def test_redact_hides_credentials():
-    from metafgnet.credentials import redact_url
+    from metafgnet.credentials import redact_text
 
-    assert redact_url("https://me:secret@host.example:8443/x") == "https://host.example:8443/x"
+    assert redact_text("https://me:secret@host.example:8443/x") == "https://host.example:8443/x"
 
 
 def _closed_port() -> int:

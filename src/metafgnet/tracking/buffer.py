@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from metafgnet.credentials import redact_url
+from metafgnet.credentials import redact_text
 from metafgnet.io import user_runtime_dir
 from metafgnet.tracking.uri import AgentLost, TrackingError
 
@@ -54,7 +54,7 @@ def until_answered(call: Callable[[], object], uri: str, deadline: float) -> Non
                 raise
             if pause == 1.0:
                 log.warning("the stage has ended; waiting up to %.0f s for %s to answer",
-                            deadline - time.monotonic(), redact_url(uri))
+                            deadline - time.monotonic(), redact_text(uri))
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(2 * pause, 15.0)
 
@@ -123,7 +123,7 @@ class MetricBuffer:
             return
         if self._failing:
             log.warning("metric logging to %s recovered: every value was sent",
-                        redact_url(self._uri))
+                        redact_text(self._uri))
             self._failing = False
 
     def _send(self, values: list) -> None:
@@ -162,7 +162,7 @@ class MetricBuffer:
     def _on_failure(self, exc: Exception, final: bool) -> None:
         waiting = self._spooled + len(self._pending)
         message = (f"could not log {waiting} metric values of run {self._run_id} to "
-                   f"{redact_url(self._uri)}: {exc}")
+                   f"{redact_text(self._uri)}: {exc}")
         self._write_spool(self._pending)
         self._pending.clear()
         if waiting > MAX_BACKLOG:

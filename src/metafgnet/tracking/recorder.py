@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from metafgnet.credentials import redact_text, redact_url
+from metafgnet.credentials import redact_text
 from metafgnet.params import TrackingParams
 from metafgnet.tracking import run_tags
 from metafgnet.tracking.datasets import DatasetInput
@@ -329,7 +329,7 @@ class Recorder:
                 step()
             except Exception as err:  # keep going: the stage's own error matters most
                 log.error("while recording the failure of %s in %s: %s", stage,
-                          redact_url(self._session.uri), err)
+                          redact_text(self._session.uri), err)
 
     def abandon(self) -> bool:
         """End a run whose stage went away without ending it (a killed stage process) as

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from metafgnet.credentials import auth_hint, redact_url
+from metafgnet.credentials import auth_hint, redact_text
 from metafgnet.params import Params, TrackingParams
 from metafgnet.provenance import repo_root
 from metafgnet.tracking import buffer, run_tags
@@ -155,7 +155,7 @@ class StageRun:
             hint = auth_hint(str(self._open_error))
             raise TrackingError(
                 f"could not open the MLflow run of stage {self.stage!r} at "
-                f"{redact_url(self.tracking_uri)}: {self._open_error}"
+                f"{redact_text(self.tracking_uri)}: {self._open_error}"
                 + (f"\nFix: {hint}." if hint else "")) from self._open_error
         return self._recorder
 
@@ -293,7 +293,7 @@ class StageRun:
                                 self.stage)
         except Exception as err:  # the agent is gone: the stage's own error matters most
             log.error("while recording the failure of %s in %s: %s", self.stage,
-                      redact_url(self.tracking_uri), err)
+                      redact_text(self.tracking_uri), err)
         self._close()
 
     def _close(self) -> None:
@@ -341,7 +341,7 @@ def stage_run(
     tags = run_tags.provenance_tags(params, data_digest, device)
     if target.intended_uri is not None:  # offline
         tags[run_tags.OFFLINE] = "true"
-        tags[run_tags.INTENDED_URI] = redact_url(target.intended_uri)
+        tags[run_tags.INTENDED_URI] = redact_text(target.intended_uri)
     log_system = (tracking.system_metrics and is_training_stage(stage)
                   if system_metrics is None else system_metrics)
     spec = StageSpec(target, tracking, str(root),

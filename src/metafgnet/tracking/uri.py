@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from metafgnet.credentials import redact_url
+from metafgnet.credentials import redact_text
 from metafgnet.errors import UserError
 from metafgnet.provenance import repo_root
 
@@ -122,8 +122,8 @@ def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
 
 def _unreachable(uri: str, reason: str, timeout: float) -> str:
     return (
-        f"MLflow tracking server {redact_url(uri)} is unreachable ({reason}; probed "
-        f"{redact_url(uri).rstrip('/')}/health with a {timeout:g} s timeout). Start the server, "
+        f"MLflow tracking server {redact_text(uri)} is unreachable ({reason}; probed "
+        f"{redact_text(uri).rstrip('/')}/health with a {timeout:g} s timeout). Start the server, "
         "point MLFLOW_TRACKING_URI at a running one, or set `tracking.offline: true` in "
         f"params.yaml to record runs in the local repository database ({local_uri()}) instead."
     )

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from metafgnet.credentials import redact_url
+from metafgnet.credentials import redact_text
 from metafgnet.params import Params, deep_merge, parse_params, to_dict
 from metafgnet.tuning.mlflow_log import finish_parent, start_parent
 from metafgnet.tuning.report import write_outputs
@@ -45,7 +45,7 @@ def run_tune(params: Params, *, out: Path, data_dir: Path, init: Path,
     study = open_study(params, url)
     if fail_running_first:
         log.warning("marked %d RUNNING trial(s) FAIL (--fail-running)", fail_running(study))
-    shown = redact_url(url)
+    shown = redact_text(url)
     log.info("study %r in %s: %d trial(s) so far, budget %d, %d worker(s)", tune.study_name,
              shown, len(study.get_trials(deepcopy=False)), tune.n_trials, tune.workers)
     tracker = start_parent(params, tune.study_name, shown, tune.workers)
@@ -74,4 +74,4 @@ def run_tune(params: Params, *, out: Path, data_dir: Path, init: Path,
 def report_only(params: Params, out: Path) -> dict:
     """Rewrite ``out`` from the stored study without running any trial."""
     url = resolve_url(params.tune.storage)
-    return write_outputs(open_study(params, url), params, redact_url(url), Path(out))
+    return write_outputs(open_study(params, url), params, redact_text(url), Path(out))

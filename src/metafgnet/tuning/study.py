@@ -26,7 +26,7 @@ import time
 import warnings
 from collections import Counter
 
-from metafgnet.credentials import redact_url
+from metafgnet.credentials import redact_text
 from metafgnet.params import Params
 from metafgnet.progress import Progress
 from metafgnet.tuning.mlflow_log import TrialLogger
@@ -94,7 +94,7 @@ def open_study(params: Params, url: str, *, sampler=None):
         study.set_user_attr(DIGEST_ATTR, digest)
     elif stored != digest:
         raise StudyMismatch(
-            f"study {tune.study_name!r} in {redact_url(url)} was created with another search "
+            f"study {tune.study_name!r} in {redact_text(url)} was created with another search "
             "space, budget "
             "or base params (seed, data, meta, select, finetune outside the space); set a new "
             "tune.study_name (or --study-name) to start a fresh study, or delete the old one "
