@@ -11,6 +11,7 @@ while the server is away, instead of waiting inside MLflow's backoff.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -177,3 +178,26 @@ def test_an_unreadable_store_stops_the_stage_with_one_block(tmp_path, monkeypatc
     assert f"mv {store} {store}.broken" in message and "MLFLOW_TRACKING_URI" in message
     assert "Traceback" not in message and "sqlalchemy" not in message.lower()
     assert len(message.splitlines()) <= 3, message
+
+
+def test_a_backlog_beyond_its_limit_stops_the_stage_mid_run(tmp_path, monkeypatch):
+    """Values that wait for a server that stays away are bounded: a mid-stage send past
+    MAX_BACKLOG raises, naming the spool file, which holds every value in order. The sink
+    refuses like a server that is away (a connection error, as MLflow's client raises after
+    its retries); the real-server outages are the tests above."""
+    class Away:
+        def log_metrics(self, batch):
+            raise ConnectionError("connection refused")
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(buffer, "MAX_BACKLOG", 50)
+    buf = buffer.MetricBuffer("http://user:secret@127.0.0.1:9")
+    buf.attach(Away(), "run1")
+    with pytest.raises(UserError, match="More than 50 values waited") as err:
+        for step in range(100):
+            buf.add({"loss": float(step)}, step=step)
+            buf.flush(final=False)
+    assert step == 50 and "secret" not in str(err.value)
+    spool = next(tmp_path.rglob("metric-spool/*.jsonl"))
+    assert str(spool) in str(err.value)
+    assert [json.loads(line)[3] for line in spool.read_text().splitlines()] == list(range(51))

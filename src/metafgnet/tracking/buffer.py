@@ -100,8 +100,8 @@ class MetricBuffer:
             return
 
         def attempt() -> None:
-            """Spooled values, then waiting ones; on a failed send, all of them on disk, in
-            order, and the error raised."""
+            """Spooled values, then waiting ones; a failed send leaves all of them on disk, in
+            order, and raises."""
             self._last_flush = time.monotonic()
             try:
                 if self._spooled:
@@ -111,15 +111,15 @@ class MetricBuffer:
                     finally:  # what the server took leaves the file, the rest stays in order
                         self._rewrite_spool(values)
                 self._send(self._pending)
-            except Exception as exc:  # the MLflow client raises several types
-                self._on_failure(exc, False)
+            except Exception:
+                self._write_spool(self._pending)
+                self._pending.clear()
                 raise
 
         try:
             until_answered(attempt, self._uri, time.monotonic() + (FINAL_WAIT_S if final else 0))
-        except Exception as exc:
-            if final:
-                self._on_failure(exc, True)
+        except Exception as exc:  # the MLflow client raises several types
+            self._on_failure(exc, final)
             return
         if self._failing:
             log.warning("metric logging to %s recovered: every value was sent",
@@ -163,8 +163,6 @@ class MetricBuffer:
         waiting = self._spooled + len(self._pending)
         message = (f"could not log {waiting} metric values of run {self._run_id} to "
                    f"{redact_text(self._uri)}: {exc}")
-        self._write_spool(self._pending)
-        self._pending.clear()
         if waiting > MAX_BACKLOG:
             raise TrackingError(f"{message}\nMore than {MAX_BACKLOG} values waited for the "
                                 f"server; they are in {self._spool}") from exc
