@@ -45,7 +45,8 @@ class Progress:
         self.shown = (enabled and Progress._open == 0
                       and os.environ.get("METAFGNET_PROGRESS", "on") != "off")
         self.live = self.shown and sys.stderr.isatty()
-        self.every = float(os.environ.get("METAFGNET_PROGRESS_EVERY", "30"))  # s between lines
+        self.every = (float(os.environ.get("METAFGNET_PROGRESS_EVERY", "30"))  # s between lines
+                      if self.shown and not self.live else 0.0)
         self._bar: tqdm | None = None
         self._redirect: contextlib.AbstractContextManager | None = None
         self._lines = 0

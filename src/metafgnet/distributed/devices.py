@@ -107,6 +107,8 @@ def lease_devices(count: int, devices: Sequence[str] | None = None, *,
     """Take ``count`` of ``devices`` (default :func:`visible_devices`), waiting while fewer are
     free. Raises ``RuntimeError`` when fewer than ``count`` exist at all, or when none freed up
     within ``timeout_s`` (None: wait as long as it takes)."""
+    if count < 1:  # _try_take would never succeed: a wait without end
+        raise ValueError(f"count must be >= 1, got {count}")
     devices = list(visible_devices() if devices is None else devices)
     if len(devices) < count:
         raise RuntimeError(f"{count} GPU(s) needed (runtime.nproc) but only {len(devices)} "

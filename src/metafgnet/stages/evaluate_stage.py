@@ -10,7 +10,7 @@ from pathlib import Path
 
 from metafgnet.distributed import sharded_evaluate
 from metafgnet.evaluation import ARMS
-from metafgnet.io import write_json, write_text, write_tsv
+from metafgnet.io import csv_text, write_json, write_text, write_tsv
 from metafgnet.models.files import load_model
 from metafgnet.stages.context import StageContext
 
@@ -37,8 +37,8 @@ def run_evaluate(ctx: StageContext, models: Path, out: Path, metrics_path: Path)
     rows = [{"actual": names[int(y)], "predicted": names[int(p)]}
             for y, p in zip(confusions[best]["labels"], confusions[best]["predictions"], strict=True)]
     write_tsv(out / "predictions.tsv", rows)
-    lines = ["actual,predicted", *(f"{r['actual']},{r['predicted']}" for r in rows)]
-    write_text(out / "confusion.csv", "\n".join(lines) + "\n")
+    write_text(out / "confusion.csv",
+               csv_text(["actual", "predicted"], ([r["actual"], r["predicted"]] for r in rows)))
     write_json(metrics_path, metrics)
     write_json(out / "best.json", {"best_arm": best, "chosen_on": "val_top1"})
     ctx.run.log_artifact(metrics_path)
