@@ -49,12 +49,12 @@ def until_answered(call: Callable[[], object], uri: str, deadline: float) -> Non
             return
         except AgentLost:
             raise
-        except Exception:
+        except Exception as exc:
             if time.monotonic() >= deadline:
                 raise
             if pause == 1.0:
-                log.warning("the stage has ended; waiting up to %.0f s for %s to answer",
-                            deadline - time.monotonic(), redact_text(uri))
+                log.warning("the stage has ended; waiting up to %.0f s for %s to answer (%s)",
+                            deadline - time.monotonic(), redact_text(uri), redact_text(str(exc)))
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(2 * pause, 15.0)
 
@@ -111,15 +111,14 @@ class MetricBuffer:
                     finally:  # what the server took leaves the file, the rest stays in order
                         self._rewrite_spool(values)
                 self._send(self._pending)
-            except Exception:
-                self._write_spool(self._pending)
-                self._pending.clear()
+            except Exception as exc:  # the MLflow client raises several types
+                self._keep(exc)
                 raise
 
         try:
             until_answered(attempt, self._uri, time.monotonic() + (FINAL_WAIT_S if final else 0))
-        except Exception as exc:  # the MLflow client raises several types
-            self._on_failure(exc, final)
+        except Exception as exc:
+            self._give_up(exc, final)
             return
         if self._failing:
             log.warning("metric logging to %s recovered: every value was sent",
@@ -159,17 +158,25 @@ class MetricBuffer:
             os.fsync(fh.fileno())
         self._spooled += len(values)
 
-    def _on_failure(self, exc: Exception, final: bool) -> None:
-        waiting = self._spooled + len(self._pending)
-        message = (f"could not log {waiting} metric values of run {self._run_id} to "
-                   f"{redact_text(self._uri)}: {exc}")
-        if waiting > MAX_BACKLOG:
-            raise TrackingError(f"{message}\nMore than {MAX_BACKLOG} values waited for the "
-                                f"server; they are in {self._spool}") from exc
-        if final:
-            raise TrackingError(f"{message}\nThey are kept in {self._spool} (one JSON "
-                                "[key, value, timestamp_ms, step] per line).") from exc
+    def _message(self, exc: Exception) -> str:
+        return (f"could not log {self._spooled + len(self._pending)} metric values of run "
+                f"{self._run_id} to {redact_text(self._uri)}: {exc}")
+
+    def _keep(self, exc: Exception) -> None:
+        """After a failed send: the waiting values go to the spool file, said once."""
+        self._write_spool(self._pending)
+        self._pending.clear()
         if not self._failing:
             log.warning("%s; keeping them on disk in %s and sending them when the server "
-                        "answers again", message, self._spool)
+                        "answers again", self._message(exc), self._spool)
             self._failing = True
+
+    def _give_up(self, exc: Exception, final: bool) -> None:
+        """After the last attempt of a flush failed: a backlog beyond :data:`MAX_BACKLOG`, or
+        the end of the stage, raises :class:`TrackingError` naming the spool file."""
+        if self._spooled > MAX_BACKLOG:
+            raise TrackingError(f"{self._message(exc)}\nMore than {MAX_BACKLOG} values waited "
+                                f"for the server; they are in {self._spool}") from exc
+        if final:
+            raise TrackingError(f"{self._message(exc)}\nThey are kept in {self._spool} (one "
+                                "JSON [key, value, timestamp_ms, step] per line).") from exc

@@ -362,6 +362,9 @@ def _quiet_gpu_note(record: logging.LogRecord) -> bool:
     (``gpu_monitor``) pass once per message."""
     message = record.getMessage()
     if message.startswith("Skip logging GPU metrics"):
+        if message not in _GPU_NOTES_SEEN:
+            _GPU_NOTES_SEEN.add(message)
+            log.debug("system metrics without GPU samples (no usable NVIDIA/AMD GPU)")
         return False
     if record.name.endswith("gpu_monitor"):
         if message in _GPU_NOTES_SEEN:
